@@ -1,0 +1,64 @@
+# adlkit - every target bootstraps its environment first:
+#   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,offline,elpv]");
+#   * otherwise it creates ./.venv with pip and installs there.
+# Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make exercises | make clean
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+EXTRAS ?= dev,offline,elpv
+FULL ?= 0
+
+ifneq ($(VIRTUAL_ENV),)
+  ENV_DIR := $(VIRTUAL_ENV)
+else ifneq ($(CONDA_PREFIX),)
+  ENV_DIR := $(CONDA_PREFIX)
+else
+  ENV_DIR := .venv
+endif
+PY := $(ENV_DIR)/bin/python
+STAMP := $(ENV_DIR)/.adlkit-installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+FULL_FLAG := $(if $(filter 1 yes true,$(FULL)),--full,)
+
+.PHONY: run test unit notebooks lab figures exercises check-notebooks bootstrap clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(PY)" ]; then echo ">> creating $(ENV_DIR) with $(PYTHON) -m venv"; $(PYTHON) -m venv $(ENV_DIR); fi
+	@echo ">> installing adlkit[$(EXTRAS)] into $(ENV_DIR) (first time: a few minutes, PyTorch is large)"
+	@t0=$$(date +%s); \
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }; \
+	echo ">> installed in $$(( $$(date +%s) - t0 )) s"
+	@touch $(STAMP)
+
+## The main job: execute every notebook in order, headless (quick mode; FULL=1 for full mode).
+run: bootstrap
+	$(PY) -m adlkit execute $(NOTEBOOKS) $(FULL_FLAG) --out build/notebooks
+
+## Unit tests + every notebook under nbval (quick mode), plus the repository checks CI runs.
+test: bootstrap check-notebooks
+	ADLKIT_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=900 -p no:cacheprovider
+
+unit: bootstrap
+	ADLKIT_QUICK=1 $(PY) -m pytest tests -q -p no:cacheprovider
+
+## Committed notebooks carry no outputs; exercises/ is current with notebooks/.
+check-notebooks: bootstrap
+	$(PY) -m nbstripout --verify $(NOTEBOOKS) $(wildcard exercises/*.ipynb) || \
+	  { echo "!! a committed notebook carries outputs: run nbstripout on it (or pre-commit install)"; exit 1; }
+	$(PY) -m adlkit exercises --check
+
+lab: bootstrap
+	$(PY) -m jupyter lab notebooks
+
+## Full mode, writing figures/*.png and figures/results/*.json (meant for a GPU).
+figures: bootstrap
+	$(PY) -m adlkit execute $(NOTEBOOKS) --full --save-figures --out build/notebooks
+
+exercises: bootstrap
+	$(PY) -m adlkit exercises
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,12 @@
+"""Datasets (MVTec layout, VisA, ELPV, the built-in synthetic set), contamination, few-shot, tensor cache."""
+
+from .cache import TensorCache, cache_tensors
+from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_from_split_csv
+from .protocols import ContaminationReport, FewShotReport, contaminate, few_shot, n_contaminated
+from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synthetic
+
+__all__ = [
+    "EXPECTED_TREE", "ImageDataset", "MVTecLike", "Sample", "categories", "elpv", "visa_from_split_csv",
+    "TensorCache", "cache_tensors", "ContaminationReport", "FewShotReport", "contaminate", "few_shot",
+    "n_contaminated", "SYNTHETIC_CLASSES", "SYNTHETIC_VERSION", "render_image", "synthetic",
+]

@@ -1,0 +1,133 @@
+"""Training-set contamination (the ADL protocol) and few-shot labelled anomalies.
+
+Both are seeded and return a report that lists exactly which files moved where, so a result
+can always be traced back to its split.
+
+Contamination (ADL, seed 000 §4.1): with N_good normal training images and a target ratio
+epsilon, n_c = floor(epsilon / (1 - epsilon) * N_good) anomalous *test* images join the
+training set, labelled normal, each with zero-mean Gaussian noise (sigma = 2 on the 0-255
+scale in the official code) so they are not pixel-identical to any test image.
+The official code leaves those originals in the test set, so the model is tested on images it
+was trained on. adlkit removes them (``leaky=False``, the default); ``leaky=True`` reproduces
+the paper's protocol for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .datasets import ImageDataset, relabel
+
+__all__ = ["contaminate", "few_shot", "n_contaminated", "ContaminationReport", "FewShotReport"]
+
+
+def n_contaminated(ratio: float, n_good: int) -> int:
+    """n_c = floor(epsilon / (1 - epsilon) * N_good): the anomalies that make up ``ratio`` of the new set."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"contamination ratio must be in [0, 1) (e.g. 0.1 for 10%); got {ratio}")
+    return int(math.floor(ratio / (1.0 - ratio) * n_good + 1e-9))
+
+
+@dataclass
+class ContaminationReport:
+    ratio: float
+    seed: int
+    leaky: bool
+    noise_std: float
+    n_good: int
+    n_contaminated: int
+    test_before: int
+    test_after: int
+    moved: list[str] = field(default_factory=list)  # paths of the test anomalies now in training
+    by_class: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def actual_ratio(self) -> float:
+        total = self.n_good + self.n_contaminated
+        return self.n_contaminated / total if total else 0.0
+
+    def summary(self) -> str:
+        where = "kept in the test set too (leaky, as the official code)" if self.leaky else "removed from the test set"
+        return (f"contamination {self.ratio:.0%}: {self.n_contaminated} test anomalies join {self.n_good} normal "
+                f"training images (actual {self.actual_ratio:.1%}, noise sigma {self.noise_std}/255), {where}; "
+                f"test set {self.test_before} -> {self.test_after} images.")
+
+
+def contaminate(train: ImageDataset, test: ImageDataset, ratio: float, seed: int = 0, *, leaky: bool = False,
+                noise_std: float = 2.0) -> tuple[ImageDataset, ImageDataset, ContaminationReport]:
+    """Contaminate ``train`` with anomalies from ``test`` (ADL protocol). Returns (train, test, report).
+
+    With several classes in the datasets, each class is contaminated at the same ratio from its own
+    anomalies. Raises when a class has too few anomalies for the ratio asked.
+    """
+    n_c_total = 0
+    rng = np.random.default_rng(seed)
+    moved_idx: list[int] = []
+    by_class: dict[str, int] = {}
+    n_good_total = 0
+    train_good_by_class = Counter(s.class_name for s in train.samples if s.label == 0 and s.truth == 0)
+    for cls in sorted(train_good_by_class):
+        n_good = train_good_by_class[cls]
+        n_c = n_contaminated(ratio, n_good)
+        pool = [i for i, s in enumerate(test.samples) if s.class_name == cls and s.truth == 1]
+        if n_c > len(pool):
+            raise ValueError(
+                f"class {cls!r}: contamination {ratio:.0%} of {n_good} normal images needs {n_c} anomalies but the "
+                f"test set has only {len(pool)}. Use a lower ratio."
+            )
+        chosen = sorted(rng.choice(pool, size=n_c, replace=False).tolist()) if n_c else []
+        moved_idx += chosen
+        by_class[cls] = n_c
+        n_c_total += n_c
+        n_good_total += n_good
+    added = [
+        relabel(test.samples[i], label=0, anomalous=1, noise_seed=int(rng.integers(2**31)), noise_std=noise_std)
+        for i in moved_idx
+    ]
+    new_train = train.with_samples(train.samples + added, name=f"{train.name}+contaminated{ratio:g}")
+    moved_set = set(moved_idx)
+    keep = range(len(test)) if leaky else [i for i in range(len(test)) if i not in moved_set]
+    new_test = test.subset(keep, name=test.name if leaky else f"{test.name}-without-contamination")
+    report = ContaminationReport(ratio, seed, leaky, noise_std, n_good_total, n_c_total, len(test), len(new_test),
+                                 [str(test.samples[i].path) for i in moved_idx], by_class)
+    return new_train, new_test, report
+
+
+@dataclass
+class FewShotReport:
+    n_per_class: int
+    seed: int
+    shots: list[str] = field(default_factory=list)
+    by_class: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"{len(self.shots)} labelled anomalies ({self.n_per_class} per class: {self.by_class}) "
+                "taken out of the test set for training.")
+
+
+def few_shot(test: ImageDataset, n_per_class: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset, FewShotReport]:
+    """Take ``n_per_class`` labelled anomalies per class out of ``test``. Returns (shots, test, report).
+
+    Shots keep their masks (multi-cue ADL trains on them) and are never left in the test set.
+    """
+    if n_per_class < 0:
+        raise ValueError(f"n_per_class must be >= 0; got {n_per_class}")
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    by_class = {}
+    for cls in sorted({s.class_name for s in test.samples}):
+        pool = [i for i, s in enumerate(test.samples) if s.class_name == cls and s.truth == 1 and s.label == 1]
+        if n_per_class > len(pool):
+            raise ValueError(f"class {cls!r} has {len(pool)} labelled anomalies in the test set; "
+                             f"{n_per_class} shots asked.")
+        picked = sorted(rng.choice(pool, size=n_per_class, replace=False).tolist()) if n_per_class else []
+        chosen += picked
+        by_class[cls] = len(picked)
+    chosen_set = set(chosen)
+    shots = test.subset(chosen, name=f"{test.name}-shots{n_per_class}")
+    rest = test.subset([i for i in range(len(test)) if i not in chosen_set], name=f"{test.name}-without-shots")
+    return shots, rest, FewShotReport(n_per_class, seed, [str(test.samples[i].path) for i in chosen], by_class)

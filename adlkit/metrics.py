@@ -1,0 +1,158 @@
+"""Evaluation metrics of visual anomaly detection.
+
+Image level: one score per image, label 1 = anomalous. Pixel level: one anomaly map per image
+(``[N, H, W]``) against binary ground-truth masks of the same size.
+
+* :func:`image_auroc`, :func:`image_aupr`, :func:`f1_max` - scikit-learn underneath.
+* :func:`pixel_auroc`, :func:`pixel_aupr` - the same, over all pixels of all images.
+* :func:`aupro` - area under the per-region-overlap curve up to a false-positive rate of 30%,
+  normalised to [0, 1] (Bergmann et al., MVTec AD, IJCV 2021). Every connected defect region
+  counts equally, however small, which is why it is reported beside pixel AUROC.
+
+All functions accept NumPy arrays or torch tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+__all__ = ["image_auroc", "image_aupr", "pixel_auroc", "pixel_aupr", "aupro", "pro_curve", "f1_max"]
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    labels = labels.astype(np.int64).ravel()
+    present = set(np.unique(labels).tolist())
+    if not present <= {0, 1}:
+        raise ValueError(f"{what} must be 0 (normal) or 1 (anomalous); got values {sorted(present)}.")
+    if present != {0, 1}:
+        raise ValueError(
+            f"{what} hold only class {present.pop() if present else 'none'}: AUROC/AUPR need both normal "
+            "(0) and anomalous (1) examples."
+        )
+    return labels
+
+
+def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
+    scores = scores.astype(np.float64).ravel()
+    if scores.size != n:
+        raise ValueError(f"{what}: {scores.size} scores for {n} labels.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what}: scores contain NaN or inf ({int((~np.isfinite(scores)).sum())} values).")
+    return scores
+
+
+def image_auroc(scores, labels) -> float:
+    """Area under the ROC curve of image scores (higher score = more anomalous)."""
+    y = _check_labels(_np(labels), "labels")
+    return float(roc_auc_score(y, _check_scores(_np(scores), y.size, "image_auroc")))
+
+
+def image_aupr(scores, labels) -> float:
+    """Average precision (area under the precision-recall curve), anomalies as the positive class."""
+    y = _check_labels(_np(labels), "labels")
+    return float(average_precision_score(y, _check_scores(_np(scores), y.size, "image_aupr")))
+
+
+def f1_max(scores, labels) -> float:
+    """The best F1 score over all thresholds."""
+    y = _check_labels(_np(labels), "labels")
+    precision, recall, _ = precision_recall_curve(y, _check_scores(_np(scores), y.size, "f1_max"))
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    return float(f1.max())
+
+
+def _maps_and_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
+    maps, masks = _np(maps), _np(masks)
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if maps.ndim == 2:
+        maps, masks = maps[None], masks[None] if masks.ndim == 2 else masks
+    if maps.shape != masks.shape:
+        raise ValueError(
+            f"anomaly maps {maps.shape} and masks {masks.shape} differ in shape: resize the maps to the "
+            "mask size (e.g. torch.nn.functional.interpolate(maps, size=masks.shape[-2:], mode='bilinear'))."
+        )
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("anomaly maps contain NaN or inf.")
+    return maps.astype(np.float64), masks > 0.5
+
+
+def pixel_auroc(maps, masks) -> float:
+    """ROC AUC over every pixel of every image."""
+    maps, masks = _maps_and_masks(maps, masks)
+    return image_auroc(maps.ravel(), masks.ravel())
+
+
+def pixel_aupr(maps, masks) -> float:
+    """Average precision over every pixel of every image."""
+    maps, masks = _maps_and_masks(maps, masks)
+    return image_aupr(maps.ravel(), masks.ravel())
+
+
+def pro_curve(maps, masks) -> tuple[np.ndarray, np.ndarray]:
+    """The exact per-region-overlap curve: (false-positive rates, PRO values), one point per threshold.
+
+    PRO(t) is the mean, over all connected ground-truth regions of all images, of the fraction of
+    the region's pixels scored >= t; FPR(t) is the fraction of normal pixels scored >= t.
+    Computed in one sort: a region pixel adds ``1 / (n_regions * region_size)`` to PRO, a normal
+    pixel ``1 / n_normal`` to FPR, and the curves are cumulative sums in descending score order.
+    """
+    maps, masks = _maps_and_masks(maps, masks)
+    weight_pro = np.zeros(maps.shape, dtype=np.float64)
+    n_regions = 0
+    structure = np.ones((3, 3), dtype=bool)  # 8-connectivity, as in the MVTec AD evaluation code
+    for i in range(masks.shape[0]):
+        labelled, n = ndimage.label(masks[i], structure=structure)
+        if n == 0:
+            continue
+        sizes = np.bincount(labelled.ravel())
+        w = np.zeros_like(sizes, dtype=np.float64)
+        w[1:] = 1.0 / sizes[1:]
+        weight_pro[i] = w[labelled]
+        n_regions += n
+    normal = ~masks
+    n_normal = int(normal.sum())
+    if n_regions == 0 or n_normal == 0:
+        raise ValueError("AUPRO needs at least one defect region and at least one normal pixel in the masks.")
+    weight_pro /= n_regions
+    weight_fpr = normal.astype(np.float64) / n_normal
+
+    order = np.argsort(-maps.ravel(), kind="stable")
+    scores = maps.ravel()[order]
+    pro = np.cumsum(weight_pro.ravel()[order])
+    fpr = np.cumsum(weight_fpr.ravel()[order])
+    # Only the last pixel of each run of equal scores is a real threshold.
+    last_of_run = np.r_[scores[1:] != scores[:-1], True]
+    fpr = np.r_[0.0, fpr[last_of_run]]
+    pro = np.r_[0.0, pro[last_of_run]]
+    return np.clip(fpr, 0, 1), np.clip(pro, 0, 1)
+
+
+def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve for FPR in [0, ``fpr_limit``], divided by ``fpr_limit`` (so 1 is perfect).
+
+    The curve is integrated with the trapezoidal rule and cut exactly at ``fpr_limit`` by linear
+    interpolation, as in the MVTec AD evaluation code.
+    """
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1]; got {fpr_limit}.")
+    fpr, pro = pro_curve(maps, masks)
+    keep = fpr <= fpr_limit
+    x, y = fpr[keep], pro[keep]
+    if x[-1] < fpr_limit:  # cut the segment that crosses the limit
+        i = int(keep.sum())  # first point beyond the limit; fpr is non-decreasing
+        x0, y0, x1, y1 = fpr[i - 1], pro[i - 1], fpr[i], pro[i]
+        y_at = y0 + (fpr_limit - x0) * (y1 - y0) / (x1 - x0)
+        x, y = np.r_[x, fpr_limit], np.r_[y, y_at]
+    area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+    return min(area / fpr_limit, 1.0)

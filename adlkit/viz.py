@@ -1,0 +1,187 @@
+"""Plots shared by the notebooks: one theme, the papers' main figure kinds, and ``savefig``.
+
+* :func:`score_distributions` - per class, the density of scores for normal vs anomalous (and
+  contaminated) images: the figure every paper of this series leads with.
+* :func:`robustness_curve` - a metric against the contamination ratio, one line per method.
+* :func:`heatmap_overlay` - an anomaly map over its image, with the ground-truth contour.
+* :func:`savefig` - writes ``figures/<name>.png`` only when ``ADLKIT_SAVE_FIGURES=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .config import figures_dir, save_figures
+
+__all__ = ["set_theme", "score_distributions", "robustness_curve", "heatmap_overlay", "image_grid", "savefig",
+           "save_results", "PALETTE"]
+
+PALETTE = {"normal": "#4C72B0", "anomalous": "#DD8452", "contaminated": "#C44E52"}
+
+
+def set_theme() -> None:
+    """The one adlkit look: seaborn 'whitegrid', colour-blind-safe palette, readable sizes."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "axes.titleweight": "bold",
+                         "image.cmap": "viridis"})
+
+
+def _np(x):
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def score_distributions(scores, labels, classes=None, contaminated=None, *, title: str | None = None,
+                        bins: int = 30, col_wrap: int = 5, kde: bool = True):
+    """Per-class score distributions of normal vs anomalous (and contaminated) images.
+
+    ``labels``: 1 = anomalous; ``classes``: a class name per score (None: one panel);
+    ``contaminated``: boolean per score marking training anomalies that were labelled normal.
+    Returns the matplotlib figure.
+    """
+    scores, labels = _np(scores).ravel(), _np(labels).ravel().astype(int)
+    classes = np.array(["all"] * len(scores) if classes is None else list(classes))
+    group = np.where(labels == 1, "anomalous", "normal").astype(object)
+    if contaminated is not None:
+        group[_np(contaminated).ravel().astype(bool)] = "contaminated"
+    names = sorted(set(classes))
+    n = len(names)
+    ncol = min(n, col_wrap)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        sel = classes == name
+        edges = np.histogram_bin_edges(scores[sel], bins=bins)  # shared bins: groups are comparable
+        for g in ("normal", "anomalous", "contaminated"):
+            vals = scores[sel & (group == g)]
+            if len(vals) == 0:
+                continue
+            sns.histplot(vals, bins=edges, stat="density", kde=kde and len(vals) > 2 and np.ptp(vals) > 0,
+                         color=PALETTE[g], alpha=0.35, label=f"{g} ({len(vals)})", ax=ax, element="step")
+        ax.set_title(name)
+        ax.set_xlabel("anomaly score")
+        ax.legend(fontsize=8)
+    for ax in axes.ravel()[n:]:
+        ax.remove()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_curve(ratios, results: dict, *, metric: str = "image AUROC", ax=None, title: str | None = None):
+    """``results``: method name -> values (one per ratio, or a list of runs per ratio for mean ± std)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    x = 100 * np.asarray(ratios, dtype=float)
+    for name, values in results.items():
+        arr = [np.atleast_1d(np.asarray(v, dtype=float)) for v in values]
+        mean = np.array([a.mean() for a in arr])
+        ax.plot(x, mean, marker="o", label=name)
+        if any(len(a) > 1 for a in arr):
+            std = np.array([a.std() for a in arr])
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("training-set contamination (%)")
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax.figure
+
+
+def heatmap_overlay(image, amap, mask=None, *, ax=None, alpha: float = 0.5, title: str | None = None,
+                    vmin=None, vmax=None):
+    """Show ``image`` ([3,H,W] or [H,W,3] in [0,1]) with ``amap`` ([H,W]) on top and the mask's contour."""
+    img = _np(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img.transpose(1, 2, 0)
+    amap = _np(amap).squeeze()
+    if amap.shape != img.shape[:2]:
+        raise ValueError(f"anomaly map {amap.shape} and image {img.shape[:2]} differ in size; upsample the map first.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(np.clip(img, 0, 1).squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
+    ax.imshow(amap, cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+    if mask is not None:
+        m = _np(mask).squeeze()
+        if m.any():
+            ax.contour(m > 0.5, levels=[0.5], colors="white", linewidths=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def image_grid(images, titles=None, ncol: int = 8, size: float = 1.6, cmap=None):
+    """A grid of images ([N,3,H,W] / [N,H,W] tensors or arrays, or a list of them)."""
+    imgs = [_np(im) for im in images]
+    n = len(imgs)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(size * ncol, size * nrow + (0.25 * nrow if titles else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        im = imgs[i]
+        if im.ndim == 3 and im.shape[0] in (1, 3):
+            im = im.transpose(1, 2, 0)
+        ax.imshow(np.clip(im.squeeze(), 0, 1), cmap=cmap or ("gray" if im.squeeze().ndim == 2 else None),
+                  vmin=0, vmax=1)
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _unique(path: Path, overwrite: bool) -> Path:
+    if not path.exists():
+        return path
+    if overwrite:
+        print(f"adlkit: replacing {path} (ADLKIT_SAVE_FIGURES=1 regenerates figures; overwrite=False keeps it)")
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+
+
+def savefig(fig, name: str, *, overwrite: bool = True) -> Path | None:
+    """Write ``figures/<name>.png`` when ``ADLKIT_SAVE_FIGURES=1``; otherwise do nothing (return None).
+
+    Figures are regenerated artefacts of the notebooks (``make figures``), so by default the
+    file is replaced; pass ``overwrite=False`` to keep an existing one and write a timestamped copy.
+    """
+    if not save_figures():
+        return None
+    out = figures_dir() / (name if name.endswith(".png") else f"{name}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _unique(out, overwrite)
+    fig.savefig(out, bbox_inches="tight")
+    return out
+
+
+def save_results(name: str, results: dict, *, device: str, mode: str, dataset: str, wall_time_s: float,
+                 overwrite: bool = True) -> Path | None:
+    """Write ``figures/results/<name>.json`` (the numbers behind a figure) when saving figures.
+
+    Records the device, mode, dataset, wall time and software versions next to the numbers.
+    """
+    if not save_figures():
+        return None
+    import torch
+
+    out = figures_dir() / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _unique(out, overwrite)
+    payload = {"device": device, "mode": mode, "dataset": dataset, "wall_time_s": round(wall_time_s, 2),
+               "torch": torch.__version__, "python": platform.python_version(),
+               "date": time.strftime("%Y-%m-%d"), "results": results}
+    out.write_text(json.dumps(payload, indent=2, default=float))
+    return out
