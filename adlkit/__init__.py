@@ -8,4 +8,4 @@ The library holds the reference implementations the notebooks derive step by ste
 from .config import cache_dir, data_dir, device, quick_mode, save_figures, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["cache_dir", "data_dir", "device", "quick_mode", "save_figures", "seed_everything", "__version__"]
+__all__ = ["__version__", "cache_dir", "data_dir", "device", "quick_mode", "save_figures", "seed_everything"]

@@ -9,13 +9,14 @@ exercise not yet done) is let through unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from . import metrics
 
-__all__ = ["run_cases", "check_auroc"]
+__all__ = ["check_auroc", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:

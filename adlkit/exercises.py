@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["BEGIN", "END", "strip_solutions", "make_exercise", "generate", "ExerciseError"]
+__all__ = ["BEGIN", "END", "ExerciseError", "generate", "make_exercise", "strip_solutions"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["image_auroc", "image_aupr", "pixel_auroc", "pixel_aupr", "aupro", "pro_curve", "f1_max"]
+__all__ = ["aupro", "f1_max", "image_aupr", "image_auroc", "pixel_aupr", "pixel_auroc", "pro_curve"]
 
 
 def _np(x) -> np.ndarray:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["execute_notebooks", "current_env_kernel_manager"]
+__all__ = ["current_env_kernel_manager", "execute_notebooks"]
 
 
 def current_env_kernel_manager():
@@ -21,7 +21,7 @@ def current_env_kernel_manager():
     from jupyter_client.manager import KernelManager
 
     class _HereSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):  # noqa: ARG002 - every name means this interpreter
+        def get_kernel_spec(self, kernel_name):
             return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                               display_name="adlkit (current env)", language="python")
 

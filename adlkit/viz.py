@@ -20,8 +20,16 @@ import seaborn as sns
 
 from .config import figures_dir, save_figures
 
-__all__ = ["set_theme", "score_distributions", "robustness_curve", "heatmap_overlay", "image_grid", "savefig",
-           "save_results", "PALETTE"]
+__all__ = [
+    "PALETTE",
+    "heatmap_overlay",
+    "image_grid",
+    "robustness_curve",
+    "save_results",
+    "savefig",
+    "score_distributions",
+    "set_theme",
+]
 
 PALETTE = {"normal": "#4C72B0", "anomalous": "#DD8452", "contaminated": "#C44E52"}
 

@@ -6,7 +6,22 @@ from .protocols import ContaminationReport, FewShotReport, contaminate, few_shot
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synthetic
 
 __all__ = [
-    "EXPECTED_TREE", "ImageDataset", "MVTecLike", "Sample", "categories", "elpv", "visa_from_split_csv",
-    "TensorCache", "cache_tensors", "ContaminationReport", "FewShotReport", "contaminate", "few_shot",
-    "n_contaminated", "SYNTHETIC_CLASSES", "SYNTHETIC_VERSION", "render_image", "synthetic",
+    "EXPECTED_TREE",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_VERSION",
+    "ContaminationReport",
+    "FewShotReport",
+    "ImageDataset",
+    "MVTecLike",
+    "Sample",
+    "TensorCache",
+    "cache_tensors",
+    "categories",
+    "contaminate",
+    "elpv",
+    "few_shot",
+    "n_contaminated",
+    "render_image",
+    "synthetic",
+    "visa_from_split_csv",
 ]

@@ -20,15 +20,15 @@ Expected folder layout (MVTec AD; the synthetic dataset and any folder "in MVTec
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["Sample", "ImageDataset", "MVTecLike", "visa_from_split_csv", "elpv", "categories", "EXPECTED_TREE"]
+__all__ = ["EXPECTED_TREE", "ImageDataset", "MVTecLike", "Sample", "categories", "elpv", "visa_from_split_csv"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG"}
 
@@ -117,10 +117,10 @@ class ImageDataset(torch.utils.data.Dataset):
     def class_names(self) -> list[str]:
         return [s.class_name for s in self.samples]
 
-    def subset(self, indices: Iterable[int], name: str | None = None) -> "ImageDataset":
+    def subset(self, indices: Iterable[int], name: str | None = None) -> ImageDataset:
         return ImageDataset([self.samples[i] for i in indices], self.image_size, name or self.name)
 
-    def with_samples(self, samples: Sequence[Sample], name: str | None = None) -> "ImageDataset":
+    def with_samples(self, samples: Sequence[Sample], name: str | None = None) -> ImageDataset:
         return ImageDataset(samples, self.image_size, name or self.name)
 
     # -- loading

@@ -22,7 +22,7 @@ import numpy as np
 
 from .datasets import ImageDataset, relabel
 
-__all__ = ["contaminate", "few_shot", "n_contaminated", "ContaminationReport", "FewShotReport"]
+__all__ = ["ContaminationReport", "FewShotReport", "contaminate", "few_shot", "n_contaminated"]
 
 
 def n_contaminated(ratio: float, n_good: int) -> int:

@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from ..config import cache_dir
 
-__all__ = ["synthetic", "SYNTHETIC_CLASSES", "SYNTHETIC_VERSION", "render_image"]
+__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_VERSION", "render_image", "synthetic"]
 
 SYNTHETIC_VERSION = 1
 MANIFEST = "adlkit_synthetic.json"
@@ -76,6 +76,7 @@ def _fbm(rng: np.random.Generator, size: int, sigmas=(1.0, 3.0, 8.0), weights=(0
 def _soft_blob(rng: np.random.Generator, size: int, cy: float, cx: float, radius: float,
                wobble: float = 0.3, edge: float = 0.015, aspect: float = 1.0, angle: float = 0.0) -> np.ndarray:
     """An irregular filled blob as a soft alpha map in [0, 1] (radius in image fractions)."""
+    radius = max(radius, 1.5 / size)  # at least a few pixels, whatever the image size
     yy, xx = _coords(size)
     dy, dx = yy - cy, xx - cx
     ca, sa = np.cos(angle), np.sin(angle)
@@ -127,7 +128,7 @@ def _lighting(rng: np.random.Generator, size: int, strength: float) -> np.ndarra
     """A smooth illumination gradient around 1 (uneven lighting across a production line)."""
     yy, xx = _coords(size)
     a = rng.uniform(0, 2 * np.pi)
-    return 1 + strength * rng.uniform(0.3, 1.0) * ((np.cos(a) * (xx - 0.5) + np.sin(a) * (yy - 0.5)))
+    return 1 + strength * rng.uniform(0.3, 1.0) * (np.cos(a) * (xx - 0.5) + np.sin(a) * (yy - 0.5))
 
 
 def _random_point(rng: np.random.Generator, where: np.ndarray | None, margin: float = 0.15) -> tuple[float, float]:
@@ -247,7 +248,7 @@ def _defect(cls: str, defect: str, rng, img, fg, extra, size):
             return _paint(img, a, np.repeat(belt[..., None], 3, -1)), a
         if cls == "capsule":  # a poke hole near an end: the background shows through
             side = rng.choice([-1, 1])
-            u, v = extra["u"], extra["v"]
+            u = extra["u"]
             target = (np.abs(u) > 0.18) & (np.sign(u) == side) & fg
             cy, cx = _random_point(rng, target if target.any() else fg)
             a = _soft_blob(rng, size, cy, cx, 0.06 * s, wobble=0.3, edge=0.01) * fg
@@ -422,7 +423,7 @@ def synthetic(root: str | os.PathLike | None = None, image_size: int = 128, seed
     t0 = time.perf_counter()
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    for ci, cls in enumerate(classes):
+    for cls in classes:
         cid = list(SYNTHETIC_CLASSES).index(cls)
         jobs = [("train", "good", i) for i in range(n_train)]
         jobs += [("test", "good", i) for i in range(n_test_good)]

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "backbone", "BACKBONES", "efficientnet_pytorch_to_timm", "efficientnet_lite0_weights_path"]
+__all__ = ["BACKBONES", "Backbone", "backbone", "efficientnet_lite0_weights_path", "efficientnet_pytorch_to_timm"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
