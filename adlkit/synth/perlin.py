@@ -1,0 +1,170 @@
+"""Perlin gradient noise, thresholded masks and the pseudo-anomaly blend of DRAEM - batched.
+
+DRAEM (Zavrtanik et al., ICCV 2021, §3.3) makes a simulated anomaly by thresholding Perlin
+noise into a mask M and blending a texture I_s into the normal image I inside it:
+
+    I_p = (1 - M) ⊙ I + β (M ⊙ I_s) + (1 - β)(M ⊙ I)                           (ADL, eq. 1)
+
+Perlin noise (Perlin 1985/2002) on a lattice of ``res = (ry, rx)`` cells: every lattice corner
+gets a random unit gradient g = (cos θ, sin θ); a pixel at fractional position (ty, tx) inside
+its cell takes the dot product of each corner's gradient with the offset from that corner,
+and the four products are interpolated with the fade curve f(t) = 6t⁵ − 15t⁴ + 10t³:
+
+    n = √2 · lerp(lerp(n00, n10, f(ty)), lerp(n01, n11, f(ty)), f(tx))
+
+Upstream code makes one map at a time in NumPy, only for sizes divisible by the lattice. Here
+every sample of a batch has its own lattice ``(2^a, 2^b)``, any height and width work, and the
+whole batch is one set of tensor operations on any device, driven by an explicit generator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["fade", "perlin_noise", "perlin_masks", "rotate", "blend", "sample_beta", "PerlinMasks"]
+
+MAX_LOG2_RES = 5  # DRAEM: lattice resolutions 2^0 .. 2^5 per axis
+
+
+def fade(t: torch.Tensor) -> torch.Tensor:
+    """Perlin's quintic fade 6t⁵ − 15t⁴ + 10t³: f(0)=0, f(1)=1, f' and f'' vanish at both ends."""
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+def _rand(shape, generator, device, dtype=torch.float32):
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def _randint(low, high, shape, generator, device):
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(low, high, shape, generator=generator, device=gen_device).to(device)
+
+
+def _as_res(res, batch: int, generator, device) -> torch.Tensor:
+    """[B, 2] integer lattice resolutions (ry, rx)."""
+    if res is None:  # DRAEM: 2^a, 2^b with a, b uniform in {0, ..., 5}, per sample
+        return 2 ** _randint(0, MAX_LOG2_RES + 1, (batch, 2), generator, device)
+    r = torch.as_tensor(res, device=device, dtype=torch.long)
+    if r.ndim == 0:
+        r = r.repeat(2)
+    if r.ndim == 1:
+        r = r.expand(batch, 2)
+    if r.shape != (batch, 2) or (r < 1).any():
+        raise ValueError(f"res must be an int, a pair (ry, rx) or a [B, 2] tensor of positive ints; got {res!r}")
+    return r
+
+
+def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, dtype) -> torch.Tensor:
+    """One octave of Perlin noise, [B, H, W], each sample on its own lattice res[b]."""
+    rmax = int(res.max())
+    theta = 2 * math.pi * _rand((batch, rmax + 1, rmax + 1), generator, device, dtype)  # angles at corners
+    gy, gx = torch.cos(theta), torch.sin(theta)  # gradient components (DRAEM: (cos θ, sin θ) along (y, x))
+
+    # lattice coordinates of every pixel: p = pixel * res / size (no divisibility needed)
+    py = torch.arange(height, device=device, dtype=dtype)[None, :] * res[:, :1].to(dtype) / height  # [B, H]
+    px = torch.arange(width, device=device, dtype=dtype)[None, :] * res[:, 1:].to(dtype) / width  # [B, W]
+    iy, ix = py.floor().long(), px.floor().long()
+    ty, tx = (py - iy)[:, :, None], (px - ix)[:, None, :]  # fractional parts, [B,H,1] and [B,1,W]
+
+    b = torch.arange(batch, device=device)[:, None, None]
+    iy_, ix_ = iy[:, :, None], ix[:, None, :]
+
+    def corner(dy: int, dx: int) -> torch.Tensor:  # dot(gradient at corner, offset from corner), [B,H,W]
+        gyc, gxc = gy[b, iy_ + dy, ix_ + dx], gx[b, iy_ + dy, ix_ + dx]
+        return gyc * (ty - dy) + gxc * (tx - dx)
+
+    n00, n10, n01, n11 = corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1)
+    fy, fx = fade(ty), fade(tx)
+    return math.sqrt(2) * torch.lerp(torch.lerp(n00, n10, fy), torch.lerp(n01, n11, fy), fx)
+
+
+def perlin_noise(batch: int, height: int, width: int, *, res=None, octaves: int = 1, persistence: float = 0.5,
+                 generator: torch.Generator | None = None, device=None, dtype=torch.float32,
+                 return_res: bool = False):
+    """Batched Perlin noise ``[B, H, W]`` (values roughly in [-1, 1]).
+
+    ``res``: None draws a lattice (2^a, 2^b), a, b ∈ {0..5}, per sample (DRAEM); or an int, a pair,
+    or a [B, 2] tensor. ``octaves > 1`` adds octaves k = 1.. at lattice res·2^k with amplitude
+    ``persistence^k`` (fractal noise, DRAEM's ``rand_perlin_2d_octaves``). With ``return_res`` the
+    base lattice per sample is returned too.
+    """
+    if batch < 1 or height < 1 or width < 1:
+        raise ValueError(f"batch, height and width must be positive; got {batch}, {height}, {width}")
+    device = torch.device(device) if device is not None else (generator.device if generator is not None
+                                                              else torch.device("cpu"))
+    res = _as_res(res, batch, generator, device)
+    noise = torch.zeros(batch, height, width, device=device, dtype=dtype)
+    amplitude = 1.0
+    for k in range(octaves):
+        noise += amplitude * _gradient_noise(batch, height, width, res * 2**k, generator, device, dtype)
+        amplitude *= persistence
+    return (noise, res) if return_res else noise
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Rotate each map of ``x`` [B, C, H, W] by its own angle about the centre; outside is 0 (imgaug's cval)."""
+    rad = degrees.to(x.dtype) * (math.pi / 180)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # [B,2,3]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+class PerlinMasks(NamedTuple):
+    masks: torch.Tensor  # [B, 1, H, W], 0/1
+    noise: torch.Tensor  # [B, H, W], the (rotated) noise that was thresholded
+    res: torch.Tensor  # [B, 2], lattice resolution per sample
+    empty: torch.Tensor  # [B] bool, masks that came out empty
+
+    @property
+    def empty_fraction(self) -> float:
+        return float(self.empty.float().mean())
+
+
+def perlin_masks(batch: int, height: int, width: int, *, threshold: float = 0.5, res=None, rotate_degrees=90.0,
+                 octaves: int = 1, generator: torch.Generator | None = None, device=None) -> PerlinMasks:
+    """Binary Perlin masks as in DRAEM: noise → rotate by U(−90°, 90°) → ``noise > threshold``.
+
+    Returns a :class:`PerlinMasks` with ``masks`` [B, 1, H, W] (float 0/1), the noise, the lattice
+    per sample and which masks came out empty (``.empty_fraction`` reports how often).
+    ``rotate_degrees=0`` switches rotation off.
+    """
+    noise, res = perlin_noise(batch, height, width, res=res, octaves=octaves, generator=generator, device=device,
+                              return_res=True)
+    if rotate_degrees:
+        angles = (2 * _rand((batch,), generator, noise.device) - 1) * rotate_degrees
+        noise = rotate(noise[:, None], angles)[:, 0]
+    masks = (noise > threshold).to(noise.dtype)[:, None]
+    empty = masks.flatten(1).amax(1) == 0
+    return PerlinMasks(masks, noise, res, empty)
+
+
+def sample_beta(batch: int, beta_range=(0.1, 1.0), generator=None, device=None) -> torch.Tensor:
+    """Opacity β per sample, uniform in ``beta_range``: ADL's [0.1, 1]; DRAEM's 0.8·U(0,1) is (0, 0.8)."""
+    lo, hi = beta_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"beta_range must satisfy 0 <= low <= high <= 1; got {beta_range}")
+    return lo + (hi - lo) * _rand((batch,), generator, device if device is not None else "cpu")
+
+
+def blend(images: torch.Tensor, masks: torch.Tensor, sources: torch.Tensor, beta) -> torch.Tensor:
+    """I_p = (1 − M) ⊙ I + β (M ⊙ I_s) + (1 − β)(M ⊙ I)  (ADL eq. 1 / DRAEM eq. 1).
+
+    ``images``, ``sources`` [B, C, H, W]; ``masks`` [B, 1, H, W] (or [B, H, W]); ``beta`` a float or a
+    [B] tensor. Inside the mask the result is β·source + (1 − β)·image; outside it is the image.
+    """
+    if masks.ndim == 3:
+        masks = masks[:, None]
+    if images.shape != sources.shape or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"blend needs images and sources of one shape and a mask per image: images "
+                         f"{tuple(images.shape)}, sources {tuple(sources.shape)}, masks {tuple(masks.shape)}")
+    beta = torch.as_tensor(beta, dtype=images.dtype, device=images.device)
+    if beta.ndim == 1:
+        beta = beta.view(-1, 1, 1, 1)
+    return (1 - masks) * images + beta * (masks * sources) + (1 - beta) * (masks * images)
