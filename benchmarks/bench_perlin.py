@@ -1,0 +1,140 @@
+"""Pseudo-anomaly synthesis speed: DRAEM's per-sample NumPy formulation vs adlkit's batched torch.
+
+    python benchmarks/bench_perlin.py [--size 256] [--batches 64 512] [--repeats 3]
+
+For each batch size it times, in the same run:
+  * numpy     - DRAEM's formulation, one sample at a time (Perlin noise via rand_perlin_2d_np with
+                the lattice res drawn per sample, a random rotation, threshold, a texture with 3 of
+                the colour augmentations, the blend) - written here, single-threaded as upstream's
+                per-worker code is;
+  * torch-cpu - adlkit.synth.PseudoAnomaly on the CPU (all threads torch uses);
+  * torch-gpu - the same on CUDA, when there is a GPU.
+It prints samples/s and the ratio to NumPy, and samples/s per CPU core for the CPU rows.
+Goals (issue 4): >= 30,000 samples/s on one H100; batched CPU >= 3x the NumPy reference per core.
+DRAEM needs the size divisible by the lattice res; 256 = 2^8 is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from adlkit.synth import PseudoAnomaly
+
+
+# ----------------------------------------------------------------------------- DRAEM's NumPy formulation
+def _fade(t):
+    return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+
+def _lerp(a, b, w):
+    return (b - a) * w + a
+
+
+def rand_perlin_2d_np(shape, res, rng):
+    """DRAEM's perlin.py: one map, shape divisible by res."""
+    delta = (res[0] / shape[0], res[1] / shape[1])
+    d = (shape[0] // res[0], shape[1] // res[1])
+    grid = np.mgrid[0:res[0]:delta[0], 0:res[1]:delta[1]].transpose(1, 2, 0) % 1
+    angles = 2 * math.pi * rng.random((res[0] + 1, res[1] + 1))
+    gradients = np.stack((np.cos(angles), np.sin(angles)), axis=-1)
+
+    def tile(s1, s2):
+        return np.repeat(np.repeat(gradients[s1[0]:s1[1], s2[0]:s2[1]], d[0], axis=0), d[1], axis=1)
+
+    def dot(grad, shift):
+        g = grid[:shape[0], :shape[1]]
+        return (np.stack((g[..., 0] + shift[0], g[..., 1] + shift[1]), axis=-1) * grad[:shape[0], :shape[1]]).sum(-1)
+
+    n00 = dot(tile([0, -1], [0, -1]), [0, 0])
+    n10 = dot(tile([1, None], [0, -1]), [-1, 0])
+    n01 = dot(tile([0, -1], [1, None]), [0, -1])
+    n11 = dot(tile([1, None], [1, None]), [-1, -1])
+    t = _fade(grid[:shape[0], :shape[1]])
+    return math.sqrt(2) * _lerp(_lerp(n00, n10, t[..., 0]), _lerp(n01, n11, t[..., 0]), t[..., 1])
+
+
+def numpy_pseudo_anomaly(image, sources, rng):
+    """One DRAEM-style sample: image float [H, W, 3] in [0, 1] -> (augmented image, mask)."""
+    h, w = image.shape[:2]
+    res = (2 ** rng.integers(0, 6), 2 ** rng.integers(0, 6))
+    noise = rand_perlin_2d_np((h, w), res, rng)
+    noise = ndimage.rotate(noise, rng.uniform(-90, 90), reshape=False, order=1, cval=0.0)  # imgaug Affine(rotate)
+    mask = (noise > 0.5).astype(np.float32)[..., None]
+    src = sources[rng.integers(len(sources))].astype(np.float32) / 255
+    for op in rng.choice(5, 3, replace=False):  # 3 of DRAEM's colour augmentations
+        if op == 0:
+            src = src ** rng.uniform(0.5, 2.0)
+        elif op == 1:
+            src = src * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30) / 255
+        elif op == 2:
+            src = np.where(src > rng.uniform(32, 128) / 255, 1 - src, src)
+        elif op == 3:
+            levels = 2.0 ** rng.integers(4, 8)
+            src = np.floor(src * levels) / levels
+        else:
+            src = 1 - src
+        src = np.clip(src, 0, 1)
+    beta = rng.uniform(0.1, 1.0)
+    return (1 - mask) * image + beta * (mask * src) + (1 - beta) * (mask * image), mask
+
+
+# ----------------------------------------------------------------------------- timing
+def _time(fn, repeats, sync=lambda: None):
+    fn()  # warm-up
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 512])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--numpy-samples", type=int, default=64, help="samples timed for the NumPy reference")
+    args = ap.parse_args(argv)
+    s = args.size
+    cores = torch.get_num_threads()
+    pa = PseudoAnomaly(s)
+    sources_np = pa.sources.permute(0, 2, 3, 1).numpy()
+    rng = np.random.default_rng(0)
+    image = rng.random((s, s, 3)).astype(np.float32)
+
+    t_np = _time(lambda: [numpy_pseudo_anomaly(image, sources_np, rng) for _ in range(args.numpy_samples)],
+                 max(1, args.repeats - 2))
+    np_rate = args.numpy_samples / t_np
+    print(f"device: CPU ({os.cpu_count()} cores, torch uses {cores} threads)"
+          + (f"; GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"))
+    print(f"size {s}x{s}, masks + augmented sources + blends\n")
+    print(f"{'method':10s} {'batch':>6s} {'samples/s':>11s} {'per core':>9s} {'x numpy':>8s}")
+    print(f"{'numpy':10s} {1:6d} {np_rate:11,.0f} {np_rate:9,.0f} {1.0:8.2f}   (one sample at a time, 1 core)")
+    rows = []
+    for b in args.batches:
+        g = torch.Generator().manual_seed(0)
+        imgs = torch.rand(b, 3, s, s)
+        rate = b / _time(lambda: pa(imgs, g), args.repeats)
+        print(f"{'torch-cpu':10s} {b:6d} {rate:11,.0f} {rate / cores:9,.0f} {rate / cores / np_rate:8.2f}   (per core)")
+        rows.append(("torch-cpu", b, rate))
+        if torch.cuda.is_available():
+            gg = torch.Generator(device="cuda").manual_seed(0)
+            imgs_c = imgs.cuda()
+            rate = b / _time(lambda: pa(imgs_c, gg), args.repeats, torch.cuda.synchronize)
+            print(f"{'torch-gpu':10s} {b:6d} {rate:11,.0f} {'':9s} {rate / np_rate:8.2f}")
+            rows.append(("torch-gpu", b, rate))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adlkit.synth import (AUGMENTATIONS, PseudoAnomaly, augment_sources, blend, builtin_sources,
+                          elastic_anomalies, fade, load_texture_sources, perlin_masks, perlin_noise, sample_beta)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_perlin import rand_perlin_2d_np  # noqa: E402  DRAEM's NumPy formulation
+
+DTD = Path(__file__).resolve().parents[2] / "shared" / "data" / "dtd10"
+
+
+def test_fade_endpoints_and_derivatives():
+    t = torch.tensor([0.0, 0.5, 1.0])
+    assert torch.allclose(fade(t), torch.tensor([0.0, 0.5, 1.0]))
+    eps = 1e-3
+    for x in (0.0, 1.0):  # first derivative vanishes at the lattice points
+        d = (fade(torch.tensor(x + eps, dtype=torch.float64)) - fade(torch.tensor(x - eps, dtype=torch.float64))) / (2 * eps)
+        assert abs(float(d)) < 1e-4  # f'(t) = 30 t^2 (t - 1)^2 ~ 30 eps^2 here
+
+
+def test_equals_draems_numpy_formulation_when_divisible():
+    g = torch.Generator().manual_seed(0)
+    ours = perlin_noise(1, 64, 128, res=(4, 8), generator=g)[0].numpy()
+    g = torch.Generator().manual_seed(0)
+    theta = (2 * math.pi * torch.rand((1, 9, 9), generator=g))[0, :5, :9].numpy()
+
+    class FixedAngles:  # feeds DRAEM's function the same gradient angles
+        def random(self, shape):
+            assert shape == theta.shape
+            return theta / (2 * math.pi)
+
+    ref = rand_perlin_2d_np((64, 128), (4, 8), FixedAngles())
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("h,w", [(250, 333), (17, 5), (256, 256)])
+def test_any_size_shapes_dtype_range(h, w):
+    n = perlin_noise(6, h, w, generator=torch.Generator().manual_seed(1))
+    assert n.shape == (6, h, w) and n.dtype == torch.float32
+    assert torch.isfinite(n).all() and n.abs().max() <= math.sqrt(2) / 2 * math.sqrt(2) + 1e-4  # |n| <= 1 for 2-D Perlin
+    m = perlin_masks(6, h, w, generator=torch.Generator().manual_seed(1))
+    assert m.masks.shape == (6, 1, h, w) and set(m.masks.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("r", [1, 2, 4, 8, 16, 32])
+def test_no_nan_for_any_resolution(r):
+    n = perlin_noise(2, 100, 70, res=(r, 32 // r), octaves=2, generator=torch.Generator().manual_seed(r))
+    assert torch.isfinite(n).all()
+
+
+def test_same_generator_same_output_other_seed_other_output():
+    a = perlin_masks(4, 64, 64, generator=torch.Generator().manual_seed(3))
+    b = perlin_masks(4, 64, 64, generator=torch.Generator().manual_seed(3))
+    c = perlin_masks(4, 64, 64, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.masks, b.masks) and torch.equal(a.res, b.res)
+    assert not torch.equal(a.noise, c.noise)
+
+
+def test_default_resolutions_are_powers_of_two_up_to_32():
+    m = perlin_masks(400, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert set(m.res.flatten().tolist()) == {1, 2, 4, 8, 16, 32}
+
+
+# Measured on 4 x 512 masks of 128 px without rotation: about 5.5% of pixels exceed 0.5 at every
+# lattice resolution; res 1 leaves ~59% of masks empty, res 2 ~15%, res >= 4 none.
+@pytest.mark.parametrize("r,coverage,empty", [(1, 0.053, (0.50, 0.68)), (2, 0.054, (0.08, 0.25)),
+                                              (4, 0.055, (0.0, 0.01)), (32, 0.051, (0.0, 0.01))])
+def test_mask_coverage_per_resolution(r, coverage, empty):
+    m = perlin_masks(1024, 128, 128, res=r, rotate_degrees=0, generator=torch.Generator().manual_seed(10))
+    assert m.masks.mean().item() == pytest.approx(coverage, abs=0.008)
+    assert empty[0] <= m.empty_fraction <= empty[1]
+
+
+def test_blend_exact_on_hand_case():
+    image = torch.tensor([[[[0.2, 0.4], [0.6, 0.8]]]])
+    source = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    beta = 0.25
+    # inside the mask: beta * source + (1 - beta) * image; outside: the image
+    expected = torch.tensor([[[[0.25 * 1.0 + 0.75 * 0.2, 0.4], [0.25 * 0.5 + 0.75 * 0.6, 0.8]]]])
+    assert torch.allclose(blend(image, mask, source, beta), expected, atol=1e-7)
+    # the paper's form, term by term, on random inputs and a per-sample beta
+    g = torch.Generator().manual_seed(0)
+    im, src = torch.rand(5, 3, 9, 7, generator=g), torch.rand(5, 3, 9, 7, generator=g)
+    m = (torch.rand(5, 1, 9, 7, generator=g) > 0.5).float()
+    b = torch.rand(5, generator=g)
+    bb = b.view(-1, 1, 1, 1)
+    paper = (1 - m) * im + bb * (m * src) + (1 - bb) * (m * im)
+    assert torch.allclose(blend(im, m, src, b), paper, atol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        blend(im, m, src[:, :, :4], b)
+
+
+def test_beta_ranges():
+    b = sample_beta(10000, (0.1, 1.0), torch.Generator().manual_seed(0))
+    assert 0.1 <= b.min() and b.max() <= 1.0 and abs(b.mean().item() - 0.55) < 0.01
+    d = sample_beta(10000, (0.0, 0.8), torch.Generator().manual_seed(0))  # DRAEM: 0.8 * U(0, 1)
+    assert d.max() <= 0.8
+    with pytest.raises(ValueError):
+        sample_beta(3, (0.5, 1.5))
+
+
+def test_augmentations_keep_range_and_each_runs():
+    x = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    for name, fn in AUGMENTATIONS.items():
+        y = fn(x, g)
+        assert y.shape == x.shape and torch.isfinite(y).all(), name
+    out = augment_sources(x, 3, torch.Generator().manual_seed(2))
+    assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+    assert torch.equal(out, augment_sources(x, 3, torch.Generator().manual_seed(2)))
+
+
+def test_pseudo_anomaly_is_seeded_labelled_and_only_changes_masked_pixels():
+    pa = PseudoAnomaly(48)
+    imgs = torch.rand(8, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    out, masks, labels = pa(imgs, torch.Generator().manual_seed(5))
+    out2, masks2, _ = pa(imgs, torch.Generator().manual_seed(5))
+    assert torch.equal(out, out2) and torch.equal(masks, masks2)
+    assert masks.shape == (8, 1, 48, 48) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(labels, (masks.flatten(1).amax(1) > 0).long()) and labels.all()  # empty ones redrawn
+    outside = masks.expand_as(out) == 0
+    assert torch.equal(out[outside], imgs[outside])
+    with pytest.raises(ValueError, match="expected images"):
+        pa(torch.rand(2, 3, 32, 32))
+
+
+def test_builtin_sources_and_texture_folder(tmp_path):
+    src = builtin_sources(32, n=8, seed=0)
+    assert src.shape == (8, 3, 32, 32) and src.dtype == torch.uint8 and src.float().std() > 10
+    from PIL import Image
+
+    (tmp_path / "tex" / "a").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "tex/a/x.jpg")
+    assert load_texture_sources(tmp_path / "tex", 16).shape == (1, 3, 16, 16)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_texture_sources(tmp_path / "nope", 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_texture_sources(tmp_path / "empty", 16)
+
+
+@pytest.mark.skipif(not DTD.is_dir(), reason="../shared/data/dtd10 not present (optional)")
+def test_dtd_folder_as_source():
+    pa = PseudoAnomaly(32, sources=DTD, max_sources=20)
+    assert len(pa.sources) == 20 and "dtd10" in repr(pa)
+
+
+def test_elastic_matches_torchvision_kernel_and_is_seeded():
+    import torchvision.transforms.v2.functional as TF
+
+    from adlkit.synth.perlin import _rand
+
+    x = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(0))
+    y = elastic_anomalies(x, alpha=200, sigma=5, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    dx, dy = _rand((1, 1, 40, 50), g, "cpu") * 2 - 1, _rand((1, 1, 40, 50), g, "cpu") * 2 - 1
+    dx, dy = TF.gaussian_blur(dx, [41, 41], [5.0, 5.0]), TF.gaussian_blur(dy, [41, 41], [5.0, 5.0])
+    disp = torch.cat([dx * 200 / 50, dy * 200 / 40], 1).permute(0, 2, 3, 1)
+    assert torch.allclose(y, TF.elastic(x, disp, fill=None), atol=1e-5)
+    batch = torch.rand(3, 3, 32, 32)
+    a = elastic_anomalies(batch, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, elastic_anomalies(batch, generator=torch.Generator().manual_seed(2)))
+    assert not torch.allclose(a, batch)
