@@ -94,3 +94,26 @@ def check_auroc(student_fn: Callable) -> None:
             scores = np.round(scores, 1)  # many ties
         cases.append((f"random #{k + 1} (n={n})", dict(scores=scores, labels=labels)))
     run_cases("check_auroc", student_fn, metrics.image_auroc, cases)
+
+
+# ----------------------------------------------------------------------------- notebook 01
+def check_perlin_interpolation(student_fn: Callable) -> None:
+    """Notebook 01: ``interpolate(n00, n10, n01, n11, ty, tx)`` - fade, then two lerps along y and one along x.
+
+    Reference: :func:`adlkit.synth.perlin.interpolate_corners`.
+    """
+    import torch
+
+    from .synth.perlin import interpolate_corners
+
+    g = torch.Generator().manual_seed(0)
+    corners = {f"n{a}{b}": torch.rand(5, 7, generator=g) * 2 - 1 for a in (0, 1) for b in (0, 1)}
+    cases = [
+        ("at the corner (0, 0)", {**corners, "ty": torch.zeros(5, 7), "tx": torch.zeros(5, 7)}),
+        ("mid-cell (0.5, 0.5)", {**corners, "ty": torch.full((5, 7), 0.5), "tx": torch.full((5, 7), 0.5)}),
+        ("close to the far corner", {**corners, "ty": torch.full((5, 7), 0.99), "tx": torch.full((5, 7), 0.99)}),
+        ("y and x differ (checks which axis is which)",
+         {**corners, "ty": torch.full((5, 7), 0.2), "tx": torch.full((5, 7), 0.7)}),
+        ("random positions", {**corners, "ty": torch.rand(5, 7, generator=g), "tx": torch.rand(5, 7, generator=g)}),
+    ]
+    run_cases("check_perlin_interpolation", student_fn, interpolate_corners, cases, rtol=1e-5, atol=1e-6)

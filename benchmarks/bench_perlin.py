@@ -85,6 +85,9 @@ def numpy_pseudo_anomaly(image, sources, rng):
     return (1 - mask) * image + beta * (mask * src) + (1 - beta) * (mask * image), mask
 
 
+LAST_NUMPY_RATE = None  # samples/s of the NumPy reference in the last main() call (for the notebook's plot)
+
+
 # ----------------------------------------------------------------------------- timing
 def _time(fn, repeats, sync=lambda: None):
     fn()  # warm-up
@@ -115,6 +118,8 @@ def main(argv=None):
     t_np = _time(lambda: [numpy_pseudo_anomaly(image, sources_np, rng) for _ in range(args.numpy_samples)],
                  max(1, args.repeats - 2))
     np_rate = args.numpy_samples / t_np
+    global LAST_NUMPY_RATE
+    LAST_NUMPY_RATE = np_rate
     print(f"device: CPU ({os.cpu_count()} cores, torch uses {cores} threads)"
           + (f"; GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"))
     print(f"size {s}x{s}, masks + augmented sources + blends\n")

@@ -147,3 +147,26 @@ def test_checker_reports_a_crash_and_lets_not_implemented_through():
 
     with pytest.raises(NotImplementedError):
         check_auroc(todo)
+
+
+def test_perlin_interpolation_checker_catches_wrong_answers():
+    import math
+
+    import torch
+
+    from adlkit.checks import check_perlin_interpolation
+    from adlkit.synth import fade
+
+    def right(n00, n10, n01, n11, ty, tx):
+        return math.sqrt(2) * torch.lerp(torch.lerp(n00, n10, fade(ty)), torch.lerp(n01, n11, fade(ty)), fade(tx))
+
+    check_perlin_interpolation(right)
+    wrong = {
+        "linear instead of the fade": lambda n00, n10, n01, n11, ty, tx: math.sqrt(2) * torch.lerp(
+            torch.lerp(n00, n10, ty), torch.lerp(n01, n11, ty), tx),
+        "axes swapped": lambda n00, n10, n01, n11, ty, tx: right(n00, n10, n01, n11, tx, ty),
+        "missing sqrt(2)": lambda *a: right(*a) / math.sqrt(2),
+    }
+    for why, fn in wrong.items():
+        with pytest.raises(AssertionError, match="FAILED"):
+            check_perlin_interpolation(fn)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fade", "perlin_noise", "perlin_masks", "rotate", "blend", "sample_beta", "PerlinMasks"]
+__all__ = ["fade", "interpolate_corners", "perlin_noise", "perlin_masks", "rotate", "blend", "sample_beta", "PerlinMasks"]
 
 MAX_LOG2_RES = 5  # DRAEM: lattice resolutions 2^0 .. 2^5 per axis
 
@@ -33,6 +33,17 @@ MAX_LOG2_RES = 5  # DRAEM: lattice resolutions 2^0 .. 2^5 per axis
 def fade(t: torch.Tensor) -> torch.Tensor:
     """Perlin's quintic fade 6t⁵ − 15t⁴ + 10t³: f(0)=0, f(1)=1, f' and f'' vanish at both ends."""
     return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+def interpolate_corners(n00, n10, n01, n11, ty, tx):
+    """The last step of Perlin noise: fade the fractional position, interpolate the four corner values.
+
+    ``n_ab`` is the dot product at corner (y + a, x + b); ``ty``, ``tx`` in [0, 1) are the pixel's
+    position inside its cell. Returns √2 · lerp(lerp(n00, n10, f(ty)), lerp(n01, n11, f(ty)), f(tx)).
+    (√2 scales the range of 2-D Perlin noise, ±√½, to ±1.)
+    """
+    fy, fx = fade(ty), fade(tx)
+    return math.sqrt(2) * torch.lerp(torch.lerp(n00, n10, fy), torch.lerp(n01, n11, fy), fx)
 
 
 def _rand(shape, generator, device, dtype=torch.float32):
@@ -81,9 +92,7 @@ def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, 
         gxc = gxf.gather(1, flat).view(batch, height, width)
         return gyc * (ty - dy) + gxc * (tx - dx)
 
-    n00, n10, n01, n11 = corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1)
-    fy, fx = fade(ty), fade(tx)
-    return math.sqrt(2) * torch.lerp(torch.lerp(n00, n10, fy), torch.lerp(n01, n11, fy), fx)
+    return interpolate_corners(corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1), ty, tx)
 
 
 def perlin_noise(batch: int, height: int, width: int, *, res=None, octaves: int = 1, persistence: float = 0.5,
