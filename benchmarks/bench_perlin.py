@@ -9,7 +9,8 @@ For each batch size it times, in the same run:
                 per-worker code is;
   * torch-cpu - adlkit.synth.PseudoAnomaly on the CPU (all threads torch uses);
   * torch-gpu - the same on CUDA, when there is a GPU.
-It prints samples/s and the ratio to NumPy, and samples/s per CPU core for the CPU rows.
+It prints samples/s and the ratio to NumPy, and samples/s per CPU core for the CPU rows;
+main() returns the rows as (method, batch, samples/s), the NumPy reference first.
 Goals (issue 4): >= 30,000 samples/s on one H100; batched CPU >= 3x the NumPy reference per core.
 DRAEM needs the size divisible by the lattice res; 256 = 2^8 is.
 """
@@ -85,9 +86,6 @@ def numpy_pseudo_anomaly(image, sources, rng):
     return (1 - mask) * image + beta * (mask * src) + (1 - beta) * (mask * image), mask
 
 
-LAST_NUMPY_RATE = None  # samples/s of the NumPy reference in the last main() call (for the notebook's plot)
-
-
 # ----------------------------------------------------------------------------- timing
 def _time(fn, repeats, sync=lambda: None):
     fn()  # warm-up
@@ -118,14 +116,12 @@ def main(argv=None):
     t_np = _time(lambda: [numpy_pseudo_anomaly(image, sources_np, rng) for _ in range(args.numpy_samples)],
                  max(1, args.repeats - 2))
     np_rate = args.numpy_samples / t_np
-    global LAST_NUMPY_RATE
-    LAST_NUMPY_RATE = np_rate
     print(f"device: CPU ({os.cpu_count()} cores, torch uses {cores} threads)"
           + (f"; GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"))
     print(f"size {s}x{s}, masks + augmented sources + blends\n")
     print(f"{'method':10s} {'batch':>6s} {'samples/s':>11s} {'per core':>9s} {'x numpy':>8s}")
     print(f"{'numpy':10s} {1:6d} {np_rate:11,.0f} {np_rate:9,.0f} {1.0:8.2f}   (one sample at a time, 1 core)")
-    rows = []
+    rows = [("numpy", 1, np_rate)]
     for b in args.batches:
         g = torch.Generator().manual_seed(0)
         imgs = torch.rand(b, 3, s, s)

@@ -238,7 +238,7 @@ def _defect(cls: str, defect: str, rng, img, fg, extra, size):
     """Return (image, soft alpha of the defect). The ground-truth mask is ``alpha > 0.3``."""
     s = rng.uniform(0.5, 1.3)  # defect size factor (some are subtle, some obvious)
     c = rng.uniform(0.15, 1.0)  # defect contrast factor
-    on = fg if fg is not None else None
+    on = fg  # where defects go: the object's pixels, or anywhere (None) on a texture
 
     if defect in ("hole", "missing_part", "poke", "chip"):
         if cls == "washer":  # a notch bitten out of the ring
@@ -320,7 +320,6 @@ def _defect(cls: str, defect: str, rng, img, fg, extra, size):
         prt = extra["print"]
         if rng.random() < 0.5:
             a = ndimage.binary_dilation(prt, iterations=1).astype(float)
-            yy, xx = _coords(size)
             keep = rng.uniform(0.3, 0.7)
             a = a * (extra["u"] > np.quantile(extra["u"][prt], keep))  # part of the print is missing
             return _paint(img, a, [0.93, 0.90, 0.84]), a
