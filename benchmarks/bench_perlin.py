@@ -5,7 +5,8 @@
 For each batch size it times, in the same run:
   * numpy     - DRAEM's formulation, one sample at a time (Perlin noise via rand_perlin_2d_np with
                 the lattice res drawn per sample, a random rotation, threshold, a texture with 3 of
-                the colour augmentations, the blend) - written here, single-threaded as upstream's
+                DRAEM's 10 augmenters - the same operations and ranges adlkit uses, PIL for the
+                'pillike' ones, scipy for rotations - and the blend), single-threaded as upstream's
                 per-worker code is;
   * torch-cpu - adlkit.synth.PseudoAnomaly on the CPU (all threads torch uses);
   * torch-gpu - the same on CUDA, when there is a GPU.
@@ -61,6 +62,51 @@ def rand_perlin_2d_np(shape, res, rng):
     return math.sqrt(2) * _lerp(_lerp(n00, n10, t[..., 0]), _lerp(n01, n11, t[..., 0]), t[..., 1])
 
 
+_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_FROM_YIQ = np.linalg.inv(_TO_YIQ).astype(np.float32)
+
+
+def _pil(src, fn):
+    from PIL import Image
+
+    return np.asarray(fn(Image.fromarray((src * 255).round().astype(np.uint8))), np.float32) / 255
+
+
+def _augment_np(src, op, rng):
+    """DRAEM's 10 imgaug augmenters, one at a time, with adlkit's parameter ranges.
+
+    The pillike ones (sharpness, autocontrast, equalize) call PIL as imgaug's ``pillike`` does.
+    """
+    from PIL import ImageEnhance, ImageOps
+
+    if op == 0:  # GammaContrast
+        return np.clip(src, 1e-6, None) ** rng.uniform(0.5, 2.0)
+    if op == 1:  # MultiplyAndAddToBrightness
+        return src * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30) / 255
+    if op == 2:  # pillike.EnhanceSharpness
+        factor = 1 + rng.uniform(0.0, 2.0)
+        return _pil(src, lambda im: ImageEnhance.Sharpness(im).enhance(factor))
+    if op == 3:  # AddToHueAndSaturation
+        a, sat = np.deg2rad(rng.uniform(-50, 50)), rng.uniform(0.5, 1.5)
+        yiq = src @ _TO_YIQ.T
+        i, q = yiq[..., 1].copy(), yiq[..., 2].copy()
+        yiq[..., 1] = sat * (np.cos(a) * i - np.sin(a) * q)
+        yiq[..., 2] = sat * (np.sin(a) * i + np.cos(a) * q)
+        return yiq @ _FROM_YIQ.T
+    if op == 4:  # Solarize
+        return np.where(src > rng.uniform(32, 128) / 255, 1 - src, src)
+    if op == 5:  # Posterize
+        levels = 2.0 ** rng.integers(4, 8)
+        return np.floor(src * levels) / levels
+    if op == 6:  # Invert
+        return 1 - src
+    if op == 7:  # pillike.Autocontrast
+        return _pil(src, ImageOps.autocontrast)
+    if op == 8:  # pillike.Equalize
+        return _pil(src, ImageOps.equalize)
+    return ndimage.rotate(src, rng.uniform(-45, 45), axes=(0, 1), reshape=False, order=1, cval=0.0)  # Affine
+
+
 def numpy_pseudo_anomaly(image, sources, rng):
     """One DRAEM-style sample: image float [H, W, 3] in [0, 1] -> (augmented image, mask)."""
     h, w = image.shape[:2]
@@ -69,19 +115,8 @@ def numpy_pseudo_anomaly(image, sources, rng):
     noise = ndimage.rotate(noise, rng.uniform(-90, 90), reshape=False, order=1, cval=0.0)  # imgaug Affine(rotate)
     mask = (noise > 0.5).astype(np.float32)[..., None]
     src = sources[rng.integers(len(sources))].astype(np.float32) / 255
-    for op in rng.choice(5, 3, replace=False):  # 3 of DRAEM's colour augmentations
-        if op == 0:
-            src = src ** rng.uniform(0.5, 2.0)
-        elif op == 1:
-            src = src * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30) / 255
-        elif op == 2:
-            src = np.where(src > rng.uniform(32, 128) / 255, 1 - src, src)
-        elif op == 3:
-            levels = 2.0 ** rng.integers(4, 8)
-            src = np.floor(src * levels) / levels
-        else:
-            src = 1 - src
-        src = np.clip(src, 0, 1)
+    for op in rng.choice(10, 3, replace=False):  # DRAEM: 3 of its 10 augmenters, without replacement
+        src = np.clip(_augment_np(src, op, rng), 0, 1)
     beta = rng.uniform(0.1, 1.0)
     return (1 - mask) * image + beta * (mask * src) + (1 - beta) * (mask * image), mask
 

@@ -131,6 +131,33 @@ def test_pseudo_anomaly_is_seeded_labelled_and_only_changes_masked_pixels():
         pa(torch.rand(2, 3, 32, 32))
 
 
+def test_chunked_cpu_path_matches_the_contract():
+    pa = PseudoAnomaly(48)
+    pa.CPU_CHUNK_BYTES = 3 * (3 * 48 * 48 * 4)  # 3 samples per pass
+    assert pa._chunk_size(torch.zeros(8, 3, 48, 48)) == 3
+    imgs = torch.rand(8, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    out, masks, labels = pa(imgs, torch.Generator().manual_seed(5))
+    again, masks2, _ = pa(imgs, torch.Generator().manual_seed(5))
+    assert out.shape == imgs.shape and masks.shape == (8, 1, 48, 48) and labels.shape == (8,)
+    assert torch.equal(out, again) and torch.equal(masks, masks2) and labels.all()
+    outside = masks.expand_as(out) == 0
+    assert torch.equal(out[outside], imgs[outside]) and not torch.equal(out, imgs)
+    assert 0.0 <= pa.last_empty_fraction <= 1.0
+
+
+def test_rotation_keeps_the_centre_and_zeroes_what_comes_from_outside():
+    g = torch.Generator().manual_seed(0)
+    flat = perlin_noise(1, 65, 65, res=4, generator=g)
+    g = torch.Generator().manual_seed(0)
+    turned = perlin_noise(1, 65, 65, res=4, degrees=torch.tensor([45.0]), generator=g)
+    assert torch.allclose(turned[0, 32, 32], flat[0, 32, 32], atol=1e-6)  # the centre pixel stays put
+    assert turned[0, 0, 0] == 0 and turned[0, -1, -1] == 0  # corners come from outside the image
+    flat64 = perlin_noise(1, 64, 64, res=4, generator=torch.Generator().manual_seed(0))[0]
+    quarter = perlin_noise(1, 64, 64, res=4, degrees=torch.tensor([90.0]), generator=torch.Generator().manual_seed(0))[0]
+    matches = [k for k in (1, -1) if torch.allclose(quarter, torch.rot90(flat64, k=k), atol=1e-5)]
+    assert len(matches) == 1  # a quarter turn of a square field is exactly a 90-degree array rotation
+
+
 def test_builtin_sources_and_texture_folder(tmp_path):
     src = builtin_sources(32, n=8, seed=0)
     assert src.shape == (8, 3, 32, 32) and src.dtype == torch.uint8 and src.float().std() > 10

@@ -56,6 +56,13 @@ def _randint(low, high, shape, generator, device):
     return torch.randint(low, high, shape, generator=generator, device=gen_device).to(device)
 
 
+def _device(device, generator) -> torch.device:
+    """The device asked for, else the generator's, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def _as_res(res, batch: int, generator, device) -> torch.Tensor:
     """[B, 2] integer lattice resolutions (ry, rx)."""
     if res is None:  # DRAEM: 2^a, 2^b with a, b uniform in {0, ..., 5}, per sample
@@ -70,50 +77,79 @@ def _as_res(res, batch: int, generator, device) -> torch.Tensor:
     return r
 
 
-def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, dtype) -> torch.Tensor:
-    """One octave of Perlin noise, [B, H, W], each sample on its own lattice res[b]."""
+def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, dtype,
+                    degrees: torch.Tensor | None = None) -> torch.Tensor:
+    """One octave of Perlin noise, [B, H, W], each sample on its own lattice res[b].
+
+    With ``degrees`` [B], the noise field is rotated about the image centre: each output pixel
+    evaluates the noise at the point the rotation brings there, and pixels whose source lies outside
+    the image are 0 (imgaug's ``cval=0``). That is DRAEM's "rotate the noise image", computed exactly
+    instead of resampling a rasterised map.
+    """
     rmax = int(res.max())
     theta = 2 * math.pi * _rand((batch, rmax + 1, rmax + 1), generator, device, dtype)  # angles at corners
     gy, gx = torch.cos(theta), torch.sin(theta)  # gradient components (DRAEM: (cos θ, sin θ) along (y, x))
 
-    # lattice coordinates of every pixel: p = pixel * res / size (no divisibility needed)
-    py = torch.arange(height, device=device, dtype=dtype)[None, :] * res[:, :1].to(dtype) / height  # [B, H]
-    px = torch.arange(width, device=device, dtype=dtype)[None, :] * res[:, 1:].to(dtype) / width  # [B, W]
-    iy, ix = py.floor().long(), px.floor().long()
-    ty, tx = (py - iy)[:, :, None], (px - ix)[:, None, :]  # fractional parts, [B,H,1] and [B,1,W]
+    # Lattice coordinates of every pixel: p = pixel * res / size (no divisibility needed).
+    # Without rotation py is [B,H,1] and px [B,1,W]; a rotation about the image centre (cy, cx)
+    # makes them [B,H,W]: each output pixel reads the noise at R(-angle)(pixel - centre) + centre.
+    ry, rx = res[:, 0].to(dtype).view(-1, 1, 1), res[:, 1].to(dtype).view(-1, 1, 1)
+    y = torch.arange(height, device=device, dtype=dtype).view(1, -1, 1)
+    x = torch.arange(width, device=device, dtype=dtype).view(1, 1, -1)
+    if degrees is None:
+        py, px = y * (ry / height), x * (rx / width)
+    else:
+        rad = degrees.to(device=device, dtype=dtype).view(-1, 1, 1) * (math.pi / 180)
+        cos, sin = torch.cos(rad), torch.sin(rad)
+        cy, cx = (height - 1) / 2, (width - 1) / 2
+        # the per-sample scale is folded into [B,H,1] and [B,1,W] terms: one full-size add per axis
+        py = (ry / height) * (cy + cos * (y - cy)) + (ry / height) * sin * (x - cx)
+        px = (rx / width) * (cx - sin * (y - cy)) + (rx / width) * cos * (x - cx)
+    # clamp to the image's extent in lattice units; points that moved are outside (noise 0 there)
+    pyc = torch.clamp(py, torch.zeros_like(ry), ry * (height - 1) / height)
+    pxc = torch.clamp(px, torch.zeros_like(rx), rx * (width - 1) / width)
+    inside = None
+    if degrees is not None:  # a thousandth of a pixel of slack, so float error does not cut off edge pixels
+        inside = ((py - pyc).abs() <= 1e-3 * ry / height) & ((px - pxc).abs() <= 1e-3 * rx / width)
+    fy, fx = pyc.floor(), pxc.floor()  # cell index, as float (exact for small integers)
+    ty, tx = pyc - fy, pxc - fx  # position inside the cell
 
     # Gradients at each pixel's four cell corners: one flat gather per corner and component.
     stride = rmax + 1
     gyf, gxf = gy.reshape(batch, -1), gx.reshape(batch, -1)  # [B, (R+1)^2]
+    base = (fy * stride + fx).long().expand(batch, height, width).reshape(batch, -1)  # corner (0, 0)
+
+    offset_y, offset_x = (ty, ty - 1), (tx, tx - 1)  # offsets from the corners at +0 and +1
 
     def corner(dy: int, dx: int) -> torch.Tensor:  # dot(gradient at corner, offset from corner), [B,H,W]
-        flat = ((iy + dy)[:, :, None] * stride + (ix + dx)[:, None, :]).reshape(batch, -1)
+        flat = base + (dy * stride + dx) if (dy or dx) else base
         gyc = gyf.gather(1, flat).view(batch, height, width)
         gxc = gxf.gather(1, flat).view(batch, height, width)
-        return gyc * (ty - dy) + gxc * (tx - dx)
+        return torch.addcmul(gyc.mul_(offset_y[dy]), gxc, offset_x[dx])
 
-    return interpolate_corners(corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1), ty, tx)
+    noise = interpolate_corners(corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1), ty, tx)
+    return noise if inside is None else noise * inside
 
 
 def perlin_noise(batch: int, height: int, width: int, *, res=None, octaves: int = 1, persistence: float = 0.5,
-                 generator: torch.Generator | None = None, device=None, dtype=torch.float32,
-                 return_res: bool = False):
+                 degrees: torch.Tensor | None = None, generator: torch.Generator | None = None, device=None,
+                 dtype=torch.float32, return_res: bool = False):
     """Batched Perlin noise ``[B, H, W]`` (values roughly in [-1, 1]).
 
     ``res``: None draws a lattice (2^a, 2^b), a, b ∈ {0..5}, per sample (DRAEM); or an int, a pair,
     or a [B, 2] tensor. ``octaves > 1`` adds octaves k = 1.. at lattice res·2^k with amplitude
-    ``persistence^k`` (fractal noise, DRAEM's ``rand_perlin_2d_octaves``). With ``return_res`` the
-    base lattice per sample is returned too.
+    ``persistence^k`` (fractal noise, DRAEM's ``rand_perlin_2d_octaves``). ``degrees`` [B] rotates
+    each sample's noise about the image centre (0 outside, as DRAEM's rotation). With ``return_res``
+    the base lattice per sample is returned too.
     """
     if batch < 1 or height < 1 or width < 1:
         raise ValueError(f"batch, height and width must be positive; got {batch}, {height}, {width}")
-    device = torch.device(device) if device is not None else (generator.device if generator is not None
-                                                              else torch.device("cpu"))
+    device = _device(device, generator)
     res = _as_res(res, batch, generator, device)
     noise = torch.zeros(batch, height, width, device=device, dtype=dtype)
     amplitude = 1.0
     for k in range(octaves):
-        noise += amplitude * _gradient_noise(batch, height, width, res * 2**k, generator, device, dtype)
+        noise += amplitude * _gradient_noise(batch, height, width, res * 2**k, generator, device, dtype, degrees)
         amplitude *= persistence
     return (noise, res) if return_res else noise
 
@@ -147,11 +183,11 @@ def perlin_masks(batch: int, height: int, width: int, *, threshold: float = 0.5,
     per sample and which masks came out empty (``.empty_fraction`` reports how often).
     ``rotate_degrees=0`` switches rotation off.
     """
-    noise, res = perlin_noise(batch, height, width, res=res, octaves=octaves, generator=generator, device=device,
-                              return_res=True)
-    if rotate_degrees:
-        angles = (2 * _rand((batch,), generator, noise.device) - 1) * rotate_degrees
-        noise = rotate(noise[:, None], angles)[:, 0]
+    device = _device(device, generator)
+    res = _as_res(res, batch, generator, device)
+    angles = (2 * _rand((batch,), generator, device) - 1) * rotate_degrees if rotate_degrees else None
+    noise = perlin_noise(batch, height, width, res=res, octaves=octaves, degrees=angles, generator=generator,
+                         device=device)
     masks = (noise > threshold).to(noise.dtype)[:, None]
     empty = masks.flatten(1).amax(1) == 0
     return PerlinMasks(masks, noise, res, empty)
@@ -165,11 +201,13 @@ def sample_beta(batch: int, beta_range=(0.1, 1.0), generator=None, device=None) 
     return lo + (hi - lo) * _rand((batch,), generator, device if device is not None else "cpu")
 
 
-def blend(images: torch.Tensor, masks: torch.Tensor, sources: torch.Tensor, beta) -> torch.Tensor:
+def blend(images: torch.Tensor, masks: torch.Tensor, sources: torch.Tensor, beta,
+          out: torch.Tensor | None = None) -> torch.Tensor:
     """I_p = (1 − M) ⊙ I + β (M ⊙ I_s) + (1 − β)(M ⊙ I)  (ADL eq. 1 / DRAEM eq. 1).
 
     ``images``, ``sources`` [B, C, H, W]; ``masks`` [B, 1, H, W] (or [B, H, W]); ``beta`` a float or a
     [B] tensor. Inside the mask the result is β·source + (1 − β)·image; outside it is the image.
+    ``out`` (optional) receives the result.
     """
     if masks.ndim == 3:
         masks = masks[:, None]
@@ -181,4 +219,4 @@ def blend(images: torch.Tensor, masks: torch.Tensor, sources: torch.Tensor, beta
         beta = beta.view(-1, 1, 1, 1)
     # Expanding the equation: I - M I + β M I_s + M I - β M I = I + β M (I_s - I). One fused
     # multiply-add instead of five full-size temporaries; equal up to float rounding (tests check).
-    return torch.addcmul(images, masks * beta, sources - images)
+    return torch.addcmul(images, masks * beta, sources - images, out=out)

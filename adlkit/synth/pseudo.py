@@ -104,8 +104,13 @@ def builtin_sources(image_size: int, n: int = 64, seed: int = 0) -> torch.Tensor
 
 # ----------------------------------------------------------------------------- augmentations
 def _blur3(x):
-    """3x3 box blur (edges replicated): the smoothed image that sharpening pushes away from."""
-    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    """3x3 box blur (edges replicated): the smoothed image that sharpening pushes away from.
+
+    Written as two 3-tap sums of shifted views: several times faster on a CPU than avg_pool2d.
+    """
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) / 9
 
 
 def _hue_saturation(x, hue_deg, sat):
@@ -199,6 +204,8 @@ class PseudoAnomaly:
             self.sources = self.sources.to(device)
         self.last_empty_fraction = 0.0
 
+    CPU_CHUNK_BYTES = 8 * 2**20
+
     def __repr__(self) -> str:
         return (f"PseudoAnomaly(image_size={self.image_size}, sources={self.source_kind}, beta_range={self.beta_range}, "
                 f"threshold={self.threshold}, n_augment={self.n_augment})")
@@ -222,16 +229,41 @@ class PseudoAnomaly:
         """``images`` float [B, 3, S, S] in [0, 1] -> (anomalous images, masks [B,1,S,S], labels [B])."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"expected images [B, 3, {self.image_size}, {self.image_size}]; got {tuple(images.shape)}")
+        if self.sources.device != images.device:
+            self.sources = self.sources.to(images.device)
+        chunk = self._chunk_size(images)
+        out = torch.empty_like(images)
+        masks = torch.empty_like(images[:, :1])
+        empty = 0.0
+        for start in range(0, len(images), chunk):
+            part = slice(start, start + chunk)
+            masks[part] = self._synthesize(images[part], generator, out=out[part])
+            empty += self.last_empty_fraction * len(images[part])
+        self.last_empty_fraction = empty / len(images)  # before redrawing, over the whole batch
+        labels = (masks.flatten(1).amax(1) > 0).long()
+        return out, masks, labels
+
+    def _chunk_size(self, images: torch.Tensor) -> int:
+        """Samples per pass: the whole batch on a GPU; on a CPU, about ``CPU_CHUNK_BYTES`` of float image.
+
+        On a CPU a batch of full-size float temporaries (50 MB each at 64 x 256 px) is memory-bound, and
+        allocations that large are fresh pages every time (glibc maps anything over 32 MB anew), so
+        small chunks that stay in cache and reuse freed memory are ~1.5-3x faster (benchmarks/bench_perlin.py).
+        """
+        if images.device.type != "cpu":
+            return len(images)
+        per_sample = images[:1].numel() * images.element_size()
+        return max(1, self.CPU_CHUNK_BYTES // per_sample)
+
+    def _synthesize(self, images: torch.Tensor, generator, out: torch.Tensor) -> torch.Tensor:
+        """Blend pseudo-anomalies into ``images``, writing them to ``out``; return the masks."""
         device, b = images.device, images.shape[0]
-        if self.sources.device != device:
-            self.sources = self.sources.to(device)
         pick = _randint(0, len(self.sources), (b,), generator, device)
         src = augment_sources(self.sources[pick].to(images.dtype) / 255, self.n_augment, generator)
         masks = self.masks(b, generator, device).to(images.dtype)
         beta = sample_beta(b, self.beta_range, generator, device).to(images.dtype)
-        out = blend(images, masks, src, beta)
-        labels = (masks.flatten(1).amax(1) > 0).long()
-        return out, masks, labels
+        blend(images, masks, src, beta, out=out)
+        return masks
 
 
 # ----------------------------------------------------------------------------- elastic warps (CKAAD)
