@@ -160,13 +160,13 @@ def main(argv=None):
     for b in args.batches:
         g = torch.Generator().manual_seed(0)
         imgs = torch.rand(b, 3, s, s)
-        rate = b / _time(lambda: pa(imgs, g), args.repeats)
+        rate = b / _time(lambda imgs=imgs, g=g: pa(imgs, g), args.repeats)
         print(f"{'torch-cpu':10s} {b:6d} {rate:11,.0f} {rate / cores:9,.0f} {rate / cores / np_rate:8.2f}   (per core)")
         rows.append(("torch-cpu", b, rate))
         if torch.cuda.is_available():
             gg = torch.Generator(device="cuda").manual_seed(0)
             imgs_c = imgs.cuda()
-            rate = b / _time(lambda: pa(imgs_c, gg), args.repeats, torch.cuda.synchronize)
+            rate = b / _time(lambda imgs_c=imgs_c, gg=gg: pa(imgs_c, gg), args.repeats, torch.cuda.synchronize)
             print(f"{'torch-gpu':10s} {b:6d} {rate:11,.0f} {'':9s} {rate / np_rate:8.2f}")
             rows.append(("torch-gpu", b, rate))
     return rows

@@ -167,6 +167,6 @@ def test_perlin_interpolation_checker_catches_wrong_answers():
         "axes swapped": lambda n00, n10, n01, n11, ty, tx: right(n00, n10, n01, n11, tx, ty),
         "missing sqrt(2)": lambda *a: right(*a) / math.sqrt(2),
     }
-    for why, fn in wrong.items():
+    for fn in wrong.values():  # the keys say what is wrong with each
         with pytest.raises(AssertionError, match="FAILED"):
             check_perlin_interpolation(fn)

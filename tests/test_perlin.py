@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from adlkit.synth import (AUGMENTATIONS, PseudoAnomaly, augment_sources, blend, builtin_sources,
-                          elastic_anomalies, fade, load_texture_sources, perlin_masks, perlin_noise, sample_beta)
+from adlkit.synth import (
+    AUGMENTATIONS,
+    PseudoAnomaly,
+    augment_sources,
+    blend,
+    builtin_sources,
+    elastic_anomalies,
+    fade,
+    load_texture_sources,
+    perlin_masks,
+    perlin_noise,
+    sample_beta,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_perlin import rand_perlin_2d_np  # noqa: E402  DRAEM's NumPy formulation
