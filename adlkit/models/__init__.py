@@ -1,4 +1,4 @@
-"""Networks: multi-scale backbones (more heads and models arrive with the method notebooks)."""
+"""Networks: multi-scale backbones and the heads of deviation learning."""
 
 from .backbone import (
     BACKBONES,
@@ -7,5 +7,6 @@ from .backbone import (
     efficientnet_lite0_weights_path,
     efficientnet_pytorch_to_timm,
 )
+from .heads import ClassificationHead, TopKScoreHead
 
-__all__ = ["BACKBONES", "Backbone", "backbone", "efficientnet_lite0_weights_path", "efficientnet_pytorch_to_timm"]
+__all__ = ["ClassificationHead", "TopKScoreHead", "BACKBONES", "Backbone", "backbone", "efficientnet_lite0_weights_path", "efficientnet_pytorch_to_timm"]

@@ -1,0 +1,1 @@
+"""Methods, one file each, reading top to bottom like the paper's algorithm."""

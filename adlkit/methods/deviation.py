@@ -1,0 +1,139 @@
+"""Deviation learning on frozen features: DevNet's head, ADL's soft deviation and instance reweighting.
+
+The heads-only version of ADL used by notebooks 02 and 03: the backbone is frozen and its features
+are computed once, so the effect of each loss and of reweighting can be studied in seconds on a CPU.
+One training step (ADL, Algorithm 1, without the backbone and the segmentation head):
+
+1. s = TopKScoreHead(f) (eq. 2);  (mu_R, sigma_R) from m reference draws (eq. 3);  z = (s - mu_R) / sigma_R
+2. l_dev = deviation_loss(z, y) (eq. 4), or after burn-in with ``soft``: soft_deviation_loss(z, p) (eq. 5),
+   p = sigmoid(ClassificationHead(f)) detached
+3. l_bce = BCE(ClassificationHead(f), y)
+4. weights per minibatch: uniform during burn-in, then ``instance_weights`` of l_dev and of l_bce
+   separately (eqs. 8-10), by default within each label (see ``_batch_weights``);
+   loss = sum_i w_i l_dev,i + sum_i v_i l_bce,i
+
+``history`` records, per epoch, the mean losses and the mean weight (times the batch size, so 1 =
+uniform) that each sample group received - e.g. clean normals vs contaminated anomalies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_score
+from ..models.heads import ClassificationHead, TopKScoreHead
+from ..reweight import instance_weights
+
+__all__ = ["DeviationConfig", "DeviationHeads", "train_deviation_heads", "score_deviation"]
+
+
+@dataclass
+class DeviationConfig:
+    margin: float = 5.0  # gamma of eq. 4 (paper 5, authors' code 10)
+    topk_ratio: float = 0.1  # K = 10% of the patches (eq. 2)
+    m: int = 5000  # reference draws (eq. 3)
+    soft: bool = False  # soft deviation (eq. 5) after burn-in
+    reweight: str = "uniform"  # "uniform", "kl", "reverse_kl" or "alpha" after burn-in
+    lam: float = 0.1
+    alpha: float = 0.1
+    burn_in: int = 5  # epochs with hard labels and uniform weights
+    within_label: bool = True  # weigh normal-labelled and anomaly-labelled samples of a batch separately
+    epochs: int = 30
+    batch_size: int = 48
+    lr: float = 2e-3
+    seed: int = 0
+
+
+class DeviationHeads(nn.Module):
+    def __init__(self, in_channels: int, topk_ratio: float = 0.1):
+        super().__init__()
+        self.score = TopKScoreHead(in_channels, topk_ratio)
+        self.cls = ClassificationHead(in_channels)
+
+
+def _batch_weights(losses: torch.Tensor, y: torch.Tensor, method: str, config: DeviationConfig) -> torch.Tensor:
+    """Weights summing to 1 over the batch. With ``within_label`` each label's samples share their
+    label's fraction of the batch, weighted among themselves: contamination hides among the
+    normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) should not
+    take the weight away from all normals at once. This split is adlkit's choice; set it False for
+    one weighting over the whole batch."""
+    if not config.within_label:
+        return instance_weights(losses, method, config.lam, config.alpha)
+    w = torch.zeros_like(losses)
+    for label in (0.0, 1.0):
+        sel = y == label
+        if sel.any():
+            w[sel] = instance_weights(losses[sel], method, config.lam, config.alpha) * sel.float().mean()
+    return w
+
+
+def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: DeviationConfig,
+                          groups: torch.Tensor | None = None) -> tuple[DeviationHeads, dict]:
+    """Train the heads on precomputed ``features`` [N, C, h, w] with training labels [N] (0/1).
+
+    ``groups`` [N] (ints) only label samples for the history (e.g. 0 clean, 1 contaminated, 2 pseudo-anomaly).
+    """
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature maps but {labels.shape[0]} labels")
+    device = features.device
+    g = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # head initialisation
+    heads = DeviationHeads(features.shape[1], config.topk_ratio).to(device)
+    opt = torch.optim.Adam(heads.parameters(), lr=config.lr)
+    labels = labels.to(device).float()
+    groups = torch.zeros_like(labels, dtype=torch.long) if groups is None else groups.to(device).long()
+    n_groups = int(groups.max()) + 1
+    history = {"epoch": [], "l_dev": [], "l_bce": [], "weight_by_group": [], "config": asdict(config)}
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        after_burn_in = epoch >= config.burn_in
+        order = torch.randperm(len(labels), generator=g).to(device)
+        sums = torch.zeros(n_groups, device=device)
+        counts = torch.zeros(n_groups, device=device)
+        l_dev_sum = l_bce_sum = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            f, y = features[idx], labels[idx]
+            s, _ = heads.score(f)
+            mu, sigma = reference_stats(config.m, generator=g, device=device)
+            z = z_score(s, mu, sigma)
+            logit = heads.cls(f)
+            if config.soft and after_burn_in:
+                l_dev = soft_deviation_loss(z, torch.sigmoid(logit), config.margin)
+            else:
+                l_dev = deviation_loss(z, y, config.margin)
+            l_bce = F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+            method = config.reweight if after_burn_in else "uniform"
+            w_dev = _batch_weights(l_dev, y, method, config)
+            w_bce = _batch_weights(l_bce, y, method, config)
+            loss = (w_dev * l_dev).sum() + (w_bce * l_bce).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}: lower lr (now {config.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums.index_add_(0, groups[idx], w_dev.detach() * len(idx))
+            counts.index_add_(0, groups[idx], torch.ones_like(w_dev))
+            l_dev_sum += l_dev.sum().item()
+            l_bce_sum += l_bce.sum().item()
+        history["epoch"].append(epoch)
+        history["l_dev"].append(l_dev_sum / len(labels))
+        history["l_bce"].append(l_bce_sum / len(labels))
+        history["weight_by_group"].append((sums / counts.clamp_min(1)).tolist())
+    history["seconds"] = time.perf_counter() - t0
+    return heads, history
+
+
+@torch.no_grad()
+def score_deviation(heads: DeviationHeads, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Image anomaly scores (the top-K mean of eq. 2) for precomputed features."""
+    heads.eval()
+    out = [heads.score(features[i:i + batch_size])[0] for i in range(0, len(features), batch_size)]
+    heads.train()
+    return torch.cat(out).cpu().numpy()

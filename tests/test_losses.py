@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adlkit.losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, top_k_mean, z_score
+
+
+def test_reference_stats_are_seeded_and_close_to_the_prior():
+    a = reference_stats(5000, generator=torch.Generator().manual_seed(0))
+    b = reference_stats(5000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert abs(a[0].item()) < 4 / math.sqrt(5000) and abs(a[1].item() - 1) < 0.05
+    mu, sd = reference_stats(20000, mu=3.0, sigma=2.0, generator=torch.Generator().manual_seed(1))
+    assert abs(mu.item() - 3) < 0.05 and abs(sd.item() - 2) < 0.05
+    with pytest.raises(ValueError):
+        reference_stats(1)
+
+
+def test_z_score():
+    assert torch.allclose(z_score(torch.tensor([3.0, -1.0]), 1.0, 2.0), torch.tensor([1.0, -1.0]))
+
+
+def test_deviation_loss_hand_values_and_margin_boundary():
+    z = torch.tensor([-2.0, 0.5, 3.0, 5.0, 7.0])
+    normal = deviation_loss(z, torch.zeros(5))
+    assert torch.allclose(normal, torch.tensor([2.0, 0.5, 3.0, 5.0, 7.0]))  # |z|
+    anomalous = deviation_loss(z, torch.ones(5), margin=5.0)
+    assert torch.allclose(anomalous, torch.tensor([7.0, 4.5, 2.0, 0.0, 0.0]))  # max(0, 5 - z), 0 at the margin
+    assert torch.allclose(deviation_loss(z, torch.ones(5), margin=10.0), 10.0 - z)
+    assert deviation_loss(z, torch.zeros(5), reduction="mean").item() == pytest.approx(17.5 / 5)
+    with pytest.raises(ValueError, match="reduction"):
+        deviation_loss(z, torch.zeros(5), reduction="avg")
+
+
+def test_soft_deviation_interpolates_and_equals_hard_at_0_and_1():
+    z = torch.tensor([-1.0, 2.0, 6.0])
+    for p in (0.0, 1.0):
+        assert torch.allclose(soft_deviation_loss(z, torch.full((3,), p)), deviation_loss(z, torch.full((3,), p)))
+    half = soft_deviation_loss(z, torch.full((3,), 0.5))
+    assert torch.allclose(half, 0.5 * torch.tensor([1.0, 2.0, 6.0]) + 0.5 * torch.tensor([6.0, 3.0, 0.0]))
+
+
+def test_gradients_flow_through_scores_not_through_the_soft_label():
+    s = torch.tensor([0.5, 6.0], requires_grad=True)
+    p = torch.tensor([0.3, 0.9], requires_grad=True)
+    soft_deviation_loss(z_score(s, 0.0, 1.0), p).sum().backward()
+    assert s.grad is not None and torch.all(s.grad != 0)
+    assert p.grad is None
+
+
+def test_top_k_mean_hand_case_with_ties():
+    scores = torch.tensor([[1.0, 5.0, 5.0, 2.0, 5.0, 0.0, 3.0, 4.0, 1.0, 1.0]])  # 10 patches, k = 5 at ratio 0.5
+    assert top_k_mean(scores, 0.5).item() == pytest.approx((5 + 5 + 5 + 4 + 3) / 5)
+    assert top_k_mean(scores, 0.1).item() == 5.0  # k = 1
+    assert top_k_mean(scores, 0.01).item() == 5.0  # k never drops below 1
+    maps = torch.arange(2 * 1 * 4 * 5, dtype=torch.float).view(2, 1, 4, 5)
+    assert torch.allclose(top_k_mean(maps, 0.1), torch.tensor([18.5, 38.5]))  # top 2 of 20
+    with pytest.raises(ValueError):
+        top_k_mean(maps, 0.0)
+
+
+def test_focal_equals_bce_at_gamma_zero_and_down_weights_easy_pixels():
+    g = torch.Generator().manual_seed(0)
+    logits2 = torch.randn(3, 2, 6, 7, generator=g)
+    target = (torch.rand(3, 6, 7, generator=g) > 0.7).long()
+    ce = F.cross_entropy(logits2, target, reduction="none").flatten(1).mean(1)
+    assert torch.allclose(focal_loss(logits2, target, gamma=0.0), ce, atol=1e-6)
+    logit1 = logits2[:, 1:] - logits2[:, :1]  # the same model as one sigmoid logit
+    bce = F.binary_cross_entropy_with_logits(logit1[:, 0], target.float(), reduction="none").flatten(1).mean(1)
+    assert torch.allclose(focal_loss(logit1, target[:, None], gamma=0.0), bce, atol=1e-6)
+    assert torch.allclose(focal_loss(logit1, target, gamma=2.0), focal_loss(logits2, target, gamma=2.0), atol=1e-6)
+    assert torch.all(focal_loss(logits2, target, gamma=2.0) < ce)
+    # hand value: one pixel, p_t = 0.8 -> -(0.2)^2 log 0.8
+    one = torch.log(torch.tensor([[[[0.2]], [[0.8]]]]))
+    assert focal_loss(one, torch.ones(1, 1, 1), gamma=2.0).item() == pytest.approx(-(0.2**2) * math.log(0.8), rel=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        focal_loss(logits2, target[:, :3])
