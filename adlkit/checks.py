@@ -117,3 +117,55 @@ def check_perlin_interpolation(student_fn: Callable) -> None:
         ("random positions", {**corners, "ty": torch.rand(5, 7, generator=g), "tx": torch.rand(5, 7, generator=g)}),
     ]
     run_cases("check_perlin_interpolation", student_fn, interpolate_corners, cases, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- notebook 02
+def check_deviation_loss(student_fn: Callable) -> None:
+    """Notebook 02: ``deviation_loss(z, y, margin)`` = (1 - y)|z| + y max(0, margin - z), per sample (eq. 4)."""
+    import torch
+
+    from .losses import deviation_loss
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(40, generator=g) * 4
+    cases = [
+        ("normal samples (y = 0): |z|", {"z": torch.tensor([-3.0, -0.5, 0.0, 2.0]), "y": torch.zeros(4), "margin": 5.0}),
+        ("anomalies (y = 1) below, at and above the margin",
+         {"z": torch.tensor([-1.0, 4.0, 5.0, 8.0]), "y": torch.ones(4), "margin": 5.0}),
+        ("the authors' margin 10", {"z": torch.tensor([3.0, 12.0]), "y": torch.ones(2), "margin": 10.0}),
+        ("random mix", {"z": z, "y": (torch.rand(40, generator=g) > 0.5).float(), "margin": 5.0}),
+    ]
+    run_cases("check_deviation_loss", student_fn, deviation_loss, cases)
+
+
+def check_top_k_mean(student_fn: Callable) -> None:
+    """Notebook 02: ``top_k_mean(patch_scores, ratio)`` - mean of the k = max(1, int(ratio N)) largest patches (eq. 2)."""
+    import torch
+
+    from .losses import top_k_mean
+
+    g = torch.Generator().manual_seed(1)
+    cases = [
+        ("one map, k = 2", {"patch_scores": torch.tensor([[[[1.0, 9.0], [3.0, 7.0]]]]), "ratio": 0.5}),
+        ("ties", {"patch_scores": torch.tensor([[5.0, 5.0, 5.0, 1.0, 0.0]]), "ratio": 0.4}),
+        ("k never below 1", {"patch_scores": torch.tensor([[0.3, 0.1, 0.2]]), "ratio": 0.1}),
+        ("a batch of [B, 1, h, w] maps", {"patch_scores": torch.rand(4, 1, 8, 8, generator=g), "ratio": 0.1}),
+    ]
+    run_cases("check_top_k_mean", student_fn, top_k_mean, cases)
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def check_alpha_weights(student_fn: Callable) -> None:
+    """Notebook 03: ``alpha_weights(losses, alpha, lam)`` ∝ [(1 - alpha) L + lam]_+^{1/(alpha-1)}, summing to 1 (eq. 10)."""
+    import torch
+
+    from .reweight import alpha_weights
+
+    g = torch.Generator().manual_seed(2)
+    cases = [
+        ("paper setting alpha = lambda = 0.1", {"losses": torch.tensor([0.05, 0.2, 1.0, 3.0]), "alpha": 0.1, "lam": 0.1}),
+        ("alpha = 0 (reverse KL)", {"losses": torch.tensor([0.0, 0.5, 2.0]), "alpha": 0.0, "lam": 0.1}),
+        ("equal losses give uniform weights", {"losses": torch.full((5,), 0.7), "alpha": 0.5, "lam": 0.2}),
+        ("a batch of 48 losses", {"losses": torch.rand(48, generator=g) * 3, "alpha": 0.3, "lam": 0.1}),
+    ]
+    run_cases("check_alpha_weights", student_fn, alpha_weights, cases, rtol=1e-4, atol=1e-6)

@@ -170,3 +170,26 @@ def test_perlin_interpolation_checker_catches_wrong_answers():
     for fn in wrong.values():  # the keys say what is wrong with each
         with pytest.raises(AssertionError, match="FAILED"):
             check_perlin_interpolation(fn)
+
+
+@pytest.mark.parametrize("checker,wrong", [
+    ("check_deviation_loss", lambda z, y, margin: (1 - y) * z + y * torch_relu(margin - z)),  # |z| missing
+    ("check_deviation_loss", lambda z, y, margin: (1 - y) * z.abs() + y * torch_relu(5.0 - z)),  # margin ignored
+    ("check_top_k_mean", lambda patch_scores, ratio: patch_scores.flatten(1).topk(
+        max(1, round(ratio * patch_scores[0].numel()) + 1), 1).values.mean(1)),  # k off by one
+    ("check_top_k_mean", lambda patch_scores, ratio: patch_scores.flatten(1).max(1).values),  # max, not top-k mean
+    ("check_alpha_weights", lambda losses, alpha, lam: ((1 - alpha) * losses + lam) ** (1 / (alpha - 1))),  # unnormalised
+    ("check_alpha_weights", lambda losses, alpha, lam: (lambda w: w / w.sum())(
+        ((1 - alpha) * losses + lam) ** (1 / (1 - alpha)))),  # sign of the exponent
+])
+def test_loss_and_weight_checkers_catch_wrong_answers(checker, wrong):
+    import adlkit.checks as checks
+
+    with pytest.raises(AssertionError, match="FAILED"):
+        getattr(checks, checker)(wrong)
+
+
+def torch_relu(x):
+    import torch
+
+    return torch.relu(x)

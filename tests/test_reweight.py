@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from adlkit.reweight import (alpha_weights, equivalent_strength, instance_weights, kl_weights, reverse_kl_weights,
-                             solve_numerically)
+from adlkit.reweight import (
+    alpha_weights,
+    equivalent_strength,
+    instance_weights,
+    kl_weights,
+    reverse_kl_weights,
+    solve_numerically,
+)
 
 LOSSES = torch.tensor([0.05, 0.2, 0.5, 1.0, 3.0])
 

@@ -30,7 +30,8 @@ from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_sco
 from ..models.heads import ClassificationHead, TopKScoreHead
 from ..reweight import instance_weights
 
-__all__ = ["DeviationConfig", "DeviationHeads", "train_deviation_heads", "score_deviation"]
+__all__ = ["CLEAN", "CONTAMINATED", "PSEUDO", "DeviationConfig", "DeviationHeads", "backbone_features", "feature_split",
+           "score_deviation", "train_deviation_heads"]
 
 
 @dataclass
@@ -137,3 +138,47 @@ def score_deviation(heads: DeviationHeads, features: torch.Tensor, batch_size: i
     out = [heads.score(features[i:i + batch_size])[0] for i in range(0, len(features), batch_size)]
     heads.train()
     return torch.cat(out).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- data for the heads-only experiments
+CLEAN, CONTAMINATED, PSEUDO = 0, 1, 2  # sample groups of the training set
+
+
+@torch.no_grad()
+def backbone_features(net, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Frozen-backbone features at its first returned level: every level upsampled there and concatenated."""
+    out = []
+    for chunk in images.split(batch_size):
+        maps = net(chunk)
+        size = maps[0].shape[-2:]
+        out.append(torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                                          for m in maps[1:]], 1))
+    return torch.cat(out)
+
+
+def feature_split(root, category: str, net, pseudo, image_size: int, ratio: float, seed: int = 0,
+                  device="cpu") -> dict:
+    """Features for one class under ADL's protocol, ready for :func:`train_deviation_heads`.
+
+    Training set: the normal training images (group CLEAN, label 0), ``ratio`` contamination of test
+    anomalies (group CONTAMINATED, label 0, leak-free), and one pseudo-anomaly per normal image made
+    by ``pseudo`` (an ``adlkit.synth.PseudoAnomaly``; group PSEUDO, label 1). Test set: what is left.
+    """
+    from ..data import MVTecLike, cache_tensors, contaminate
+
+    train, test = MVTecLike(root, category, "train", image_size), MVTecLike(root, category, "test", image_size)
+    c_train, c_test, report = contaminate(train, test, ratio, seed=seed)
+    tr, te = cache_tensors(c_train, device), cache_tensors(c_test, device)
+    images = tr.images.float() / 255
+    gen = torch.Generator(device=device).manual_seed(seed)
+    fake, _, _ = pseudo(images[:len(train)], gen)
+    n_clean, n_cont = len(train), len(c_train) - len(train)
+    return {
+        "train_features": backbone_features(net, torch.cat([images, fake])),
+        "train_labels": torch.cat([torch.zeros(len(images)), torch.ones(len(fake))]),
+        "train_groups": torch.cat([torch.full((n_clean,), CLEAN), torch.full((n_cont,), CONTAMINATED),
+                                   torch.full((len(fake),), PSEUDO)]).long(),
+        "test_features": backbone_features(net, te.images.float() / 255),
+        "test_labels": te.anomalous.cpu().numpy(),
+        "report": report,
+    }

@@ -9,4 +9,12 @@ from .backbone import (
 )
 from .heads import ClassificationHead, TopKScoreHead
 
-__all__ = ["ClassificationHead", "TopKScoreHead", "BACKBONES", "Backbone", "backbone", "efficientnet_lite0_weights_path", "efficientnet_pytorch_to_timm"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "ClassificationHead",
+    "TopKScoreHead",
+    "backbone",
+    "efficientnet_lite0_weights_path",
+    "efficientnet_pytorch_to_timm",
+]

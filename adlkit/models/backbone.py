@@ -130,7 +130,7 @@ def _torchvision_weights(name: str):
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(10)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub prints "Downloading..." even when it fails
+        with contextlib.redirect_stdout(io.StringIO()):  # torch.hub prints "Downloading..." even when it fails
             sd = torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", progress=False, weights_only=True)
         return sd, f"imagenet (torchvision download {enum.url})"
     except Exception:  # no network, proxy, partial file: any failure means "not available"
