@@ -43,3 +43,12 @@ def test_soft_switch_changes_the_optimised_loss():
     soft = train_deviation_heads(f, y, DeviationConfig(epochs=4, burn_in=1, batch_size=32, soft=True), grp)[1]
     assert hard["l_dev"][0] == soft["l_dev"][0]  # identical burn-in epoch
     assert hard["l_dev"][1:] != soft["l_dev"][1:]
+
+
+def test_training_leaves_the_global_random_state_alone():
+    f, y, grp = _toy()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_deviation_heads(f, y, DeviationConfig(epochs=1), grp)
+    assert torch.equal(torch.rand(3), expected)

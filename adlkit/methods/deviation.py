@@ -84,8 +84,9 @@ def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: 
         raise ValueError(f"{features.shape[0]} feature maps but {labels.shape[0]} labels")
     device = features.device
     g = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # head initialisation
-    heads = DeviationHeads(features.shape[1], config.topk_ratio).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded head initialisation, global RNG left as it was
+        torch.manual_seed(config.seed)
+        heads = DeviationHeads(features.shape[1], config.topk_ratio).to(device)
     opt = torch.optim.Adam(heads.parameters(), lr=config.lr)
     labels = labels.to(device).float()
     groups = torch.zeros_like(labels, dtype=torch.long) if groups is None else groups.to(device).long()
@@ -134,9 +135,7 @@ def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: 
 @torch.no_grad()
 def score_deviation(heads: DeviationHeads, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Image anomaly scores (the top-K mean of eq. 2) for precomputed features."""
-    heads.eval()
     out = [heads.score(features[i:i + batch_size])[0] for i in range(0, len(features), batch_size)]
-    heads.train()
     return torch.cat(out).cpu().numpy()
 
 
