@@ -27,8 +27,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["kl_weights", "reverse_kl_weights", "alpha_weights", "instance_weights", "alpha_divergence",
-           "equivalent_strength", "solve_numerically"]
+__all__ = ["kl_weights", "reverse_kl_weights", "alpha_weights", "instance_weights", "weights_within_labels",
+           "alpha_divergence", "equivalent_strength", "solve_numerically"]
 
 
 def _losses(losses) -> torch.Tensor:
@@ -92,6 +92,22 @@ def instance_weights(losses, method: str = "alpha", lam: float = 0.1, alpha: flo
         x = _losses(losses)
         return torch.full_like(x, 1.0 / x.numel())
     raise ValueError(f"unknown reweighting {method!r}; choose 'kl', 'reverse_kl', 'alpha' or 'uniform'")
+
+
+def weights_within_labels(losses: torch.Tensor, labels: torch.Tensor, method: str = "alpha", lam: float = 0.1,
+                          alpha: float = 0.1) -> torch.Tensor:
+    """Weights summing to 1 over a batch, each label's samples weighted among themselves.
+
+    The samples of each label share that label's fraction of the batch. Contamination hides among
+    the normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) would
+    otherwise take the weight away from all normals at once. This split is adlkit's choice (see
+    notebook 03); use :func:`instance_weights` for one weighting over the whole batch.
+    """
+    w = torch.zeros_like(losses.detach(), dtype=torch.float32)
+    for label in torch.unique(labels):
+        sel = labels == label
+        w[sel] = instance_weights(losses[sel], method, lam, alpha).float() * sel.float().mean()
+    return w.to(losses.dtype)
 
 
 # ----------------------------------------------------------------------------- the problem behind the closed forms

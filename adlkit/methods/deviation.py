@@ -9,7 +9,7 @@ One training step (ADL, Algorithm 1, without the backbone and the segmentation h
    p = sigmoid(ClassificationHead(f)) detached
 3. l_bce = BCE(ClassificationHead(f), y)
 4. weights per minibatch: uniform during burn-in, then ``instance_weights`` of l_dev and of l_bce
-   separately (eqs. 8-10), by default within each label (see ``_batch_weights``);
+   separately (eqs. 8-10), by default within each label (``adlkit.reweight.weights_within_labels``);
    loss = sum_i w_i l_dev,i + sum_i v_i l_bce,i
 
 ``history`` records, per epoch, the mean losses and the mean weight (times the batch size, so 1 =
@@ -28,7 +28,7 @@ from torch import nn
 
 from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.heads import ClassificationHead, TopKScoreHead
-from ..reweight import instance_weights
+from ..reweight import instance_weights, weights_within_labels
 
 __all__ = ["CLEAN", "CONTAMINATED", "PSEUDO", "DeviationConfig", "DeviationHeads", "backbone_features", "feature_split",
            "score_deviation", "train_deviation_heads"]
@@ -59,19 +59,9 @@ class DeviationHeads(nn.Module):
 
 
 def _batch_weights(losses: torch.Tensor, y: torch.Tensor, method: str, config: DeviationConfig) -> torch.Tensor:
-    """Weights summing to 1 over the batch. With ``within_label`` each label's samples share their
-    label's fraction of the batch, weighted among themselves: contamination hides among the
-    normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) should not
-    take the weight away from all normals at once. This split is adlkit's choice; set it False for
-    one weighting over the whole batch."""
-    if not config.within_label:
-        return instance_weights(losses, method, config.lam, config.alpha)
-    w = torch.zeros_like(losses)
-    for label in (0.0, 1.0):
-        sel = y == label
-        if sel.any():
-            w[sel] = instance_weights(losses[sel], method, config.lam, config.alpha) * sel.float().mean()
-    return w
+    if config.within_label:
+        return weights_within_labels(losses, y, method, config.lam, config.alpha)
+    return instance_weights(losses, method, config.lam, config.alpha)
 
 
 def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: DeviationConfig,
