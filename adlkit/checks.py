@@ -20,6 +20,10 @@ __all__ = ["check_auroc", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v, 4)}" for k, v in value.items()) + "}"
+    if not hasattr(value, "detach") and not isinstance(value, (np.ndarray, list, tuple, int, float, np.number)):
+        return repr(value)[:200]
     arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
     if arr.ndim == 0:
         return f"{arr.item():.6g}" if np.issubdtype(arr.dtype, np.number) else str(arr.item())
@@ -169,3 +173,37 @@ def check_alpha_weights(student_fn: Callable) -> None:
         ("a batch of 48 losses", {"losses": torch.rand(48, generator=g) * 3, "alpha": 0.3, "lam": 0.1}),
     ]
     run_cases("check_alpha_weights", student_fn, alpha_weights, cases, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- notebook 04
+def check_adl_step(student_fn: Callable) -> None:
+    """Notebook 04: ``adl_loss(out, labels, masks, mu_r, sd_r, config)`` - the loss of one step of
+    Algorithm 1 after burn-in (soft deviation, BCE against the labels, reweighting, focal segmentation),
+    for every ablation row. Reference: :func:`adlkit.methods.adl.adl_losses` (``bce_target="labels"``).
+    """
+    import dataclasses
+
+    import torch
+
+    from .losses import reference_stats
+    from .methods.adl import ABLATIONS, ADLConfig, adl_losses
+
+    def reference(out, labels, masks, mu_r, sd_r, config):
+        del mu_r, sd_r  # adl_losses draws them itself from the generator seeded below
+        return adl_losses(out, labels, masks, config, after_burn_in=True, step=0,
+                          generator=torch.Generator().manual_seed(7))["total"]
+
+    g = torch.Generator().manual_seed(3)
+    cases = []
+    for k, name in enumerate(ABLATIONS):
+        n = 8
+        out = {"score": torch.rand(n, generator=g) * 6, "logit": torch.randn(n, generator=g) * 2,
+               "seg": torch.randn(n, 2, 16, 16, generator=g)}
+        masks = torch.zeros(n, 1, 16, 16)
+        masks[n // 2:, :, 4:9, 3:12] = 1
+        mu_r, sd_r = reference_stats(5000, generator=torch.Generator().manual_seed(7))
+        config = dataclasses.replace(ADLConfig().ablation(name), bce_target="labels", reweight=("alpha", "kl")[k % 2])
+        cases.append((f"{name} ({config.reweight} weights)",
+                      {"out": out, "labels": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), "masks": masks,
+                       "mu_r": mu_r, "sd_r": sd_r, "config": config}))
+    run_cases("check_adl_step", student_fn, reference, cases, rtol=1e-4, atol=1e-5)

@@ -193,3 +193,23 @@ def torch_relu(x):
     import torch
 
     return torch.relu(x)
+
+
+def test_adl_step_checker_catches_a_missing_term():
+    import torch.nn.functional as F
+
+    from adlkit import losses, reweight
+    from adlkit.checks import check_adl_step
+
+    def forgets_the_weights(out, labels, masks, mu_r, sd_r, config):
+        y = labels.float()
+        z = (out["score"] - mu_r) / sd_r
+        total = losses.deviation_loss(z, y, config.margin).mean()
+        if config.use_bce:
+            total = total + F.binary_cross_entropy_with_logits(out["logit"], y)
+        if config.use_seg:
+            total = total + losses.focal_loss(out["seg"], masks, reduction="mean")
+        return total + 0 * reweight.instance_weights(z, "uniform").sum()
+
+    with pytest.raises(AssertionError, match="FAILED"):
+        check_adl_step(forgets_the_weights)
