@@ -119,8 +119,8 @@ def _cmd_run(args) -> int:
     import torch
 
     from . import config as cfg_mod
-    from .data import MVTecLike, categories, contaminate
-    from .methods.adl import ADLConfig, score_adl, train_adl
+    from .data import MVTecLike, categories
+    from .methods.adl import ADLConfig, run_contaminated
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
@@ -150,12 +150,11 @@ def _cmd_run(args) -> int:
     for cat, eps, seed in grid:
         t0 = time.perf_counter()
         train, test = MVTecLike(root, cat, "train", base.image_size), MVTecLike(root, cat, "test", base.image_size)
-        c_train, c_test, report = contaminate(train, test, eps, seed=seed, leaky=args.leaky)
         config = dataclasses.replace(base, seed=seed)
         ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}" if args.checkpoint else None
-        model, hist = train_adl(config, c_train, device, checkpoint_dir=ckpt, resume=args.resume,
-                                overwrite=args.overwrite, progress=True)
-        r = score_adl(model, c_test, device)
+        r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, checkpoint_dir=ckpt,
+                             resume=args.resume, overwrite=args.overwrite, progress=True)
+        hist, report = r["history"], r["report"]
         row = {"method": "adl", "dataset": args.data, "category": cat, "contamination": eps, "seed": seed,
                "image_AUROC": r.get("image_AUROC"), "image_AUPR": r.get("image_AUPR"),
                "pixel_AUROC": r.get("pixel_AUROC"), "backbone": hist["backbone"], "weights": hist["weights"],

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["kl_weights", "reverse_kl_weights", "alpha_weights", "instance_weights", "weights_within_labels",
+__all__ = ["kl_weights", "reverse_kl_weights", "alpha_weights", "instance_weights", "weights_within_labels", "batch_weights",
            "alpha_divergence", "equivalent_strength", "solve_numerically"]
 
 
@@ -108,6 +108,15 @@ def weights_within_labels(losses: torch.Tensor, labels: torch.Tensor, method: st
         sel = labels == label
         w[sel] = instance_weights(losses[sel], method, lam, alpha).float() * sel.float().mean()
     return w.to(losses.dtype)
+
+
+def batch_weights(losses: torch.Tensor, labels: torch.Tensor, method: str = "alpha", lam: float = 0.1,
+                  alpha: float = 0.1, within_label: bool = True) -> torch.Tensor:
+    """The weights a training step uses: :func:`weights_within_labels` or, with ``within_label=False``,
+    one :func:`instance_weights` over the whole batch."""
+    if within_label:
+        return weights_within_labels(losses, labels, method, lam, alpha)
+    return instance_weights(losses, method, lam, alpha)
 
 
 # ----------------------------------------------------------------------------- the problem behind the closed forms

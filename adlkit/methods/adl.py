@@ -39,10 +39,10 @@ from ..data import ImageDataset, cache_tensors
 from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.backbone import backbone as make_backbone
 from ..models.heads import ClassificationHead, TopKScoreHead
-from ..reweight import instance_weights, weights_within_labels
+from ..reweight import batch_weights
 from ..synth import PseudoAnomaly
 
-__all__ = ["ADLConfig", "ABLATIONS", "ADLModel", "adl_losses", "kmeans_labels", "train_adl", "score_adl",
+__all__ = ["ADLConfig", "ABLATIONS", "ADLModel", "adl_losses", "kmeans_labels", "train_adl", "score_adl", "run_contaminated",
            "save_checkpoint", "load_checkpoint"]
 
 
@@ -145,9 +145,7 @@ def kmeans_labels(scores: torch.Tensor, iters: int = 10) -> torch.Tensor:
 
 def _weights(losses, labels, config: ADLConfig, after_burn_in: bool) -> torch.Tensor:
     method = config.reweight if (config.use_reweight and after_burn_in) else "uniform"
-    if config.within_label:
-        return weights_within_labels(losses.float(), labels, method, config.lam, config.alpha)
-    return instance_weights(losses.float(), method, config.lam, config.alpha)
+    return batch_weights(losses.float(), labels, method, config.lam, config.alpha, config.within_label)
 
 
 def adl_losses(out: dict, labels: torch.Tensor, masks: torch.Tensor, config: ADLConfig, *, after_burn_in: bool,
@@ -326,6 +324,23 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
             break
     model.eval()
     return model, history
+
+
+def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset, ratio: float, device=None,
+                     leaky: bool = False, **train_kwargs) -> dict:
+    """ADL's protocol end to end: contaminate (seeded by ``config.seed``), train, score on what is left.
+
+    Returns the :func:`score_adl` result plus ``model``, ``history``, ``report`` (the contamination
+    report) and the contaminated training images as a dataset (``contaminated``).
+    """
+    from ..data import contaminate
+
+    c_train, c_test, report = contaminate(train, test, ratio, seed=config.seed, leaky=leaky)
+    model, history = train_adl(config, c_train, device, **train_kwargs)
+    result = score_adl(model, c_test, device)
+    hidden = [i for i, s in enumerate(c_train.samples) if s.truth == 1 and s.label == 0]
+    result.update(model=model, history=history, report=report, contaminated=c_train.subset(hidden))
+    return result
 
 
 @torch.no_grad()

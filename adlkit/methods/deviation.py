@@ -28,7 +28,7 @@ from torch import nn
 
 from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.heads import ClassificationHead, TopKScoreHead
-from ..reweight import instance_weights, weights_within_labels
+from ..reweight import batch_weights
 
 __all__ = ["CLEAN", "CONTAMINATED", "PSEUDO", "DeviationConfig", "DeviationHeads", "backbone_features", "feature_split",
            "score_deviation", "train_deviation_heads"]
@@ -56,12 +56,6 @@ class DeviationHeads(nn.Module):
         super().__init__()
         self.score = TopKScoreHead(in_channels, topk_ratio)
         self.cls = ClassificationHead(in_channels)
-
-
-def _batch_weights(losses: torch.Tensor, y: torch.Tensor, method: str, config: DeviationConfig) -> torch.Tensor:
-    if config.within_label:
-        return weights_within_labels(losses, y, method, config.lam, config.alpha)
-    return instance_weights(losses, method, config.lam, config.alpha)
 
 
 def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: DeviationConfig,
@@ -102,8 +96,8 @@ def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: 
                 l_dev = deviation_loss(z, y, config.margin)
             l_bce = F.binary_cross_entropy_with_logits(logit, y, reduction="none")
             method = config.reweight if after_burn_in else "uniform"
-            w_dev = _batch_weights(l_dev, y, method, config)
-            w_bce = _batch_weights(l_bce, y, method, config)
+            w_dev = batch_weights(l_dev, y, method, config.lam, config.alpha, config.within_label)
+            w_bce = batch_weights(l_bce, y, method, config.lam, config.alpha, config.within_label)
             loss = (w_dev * l_dev).sum() + (w_bce * l_bce).sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}: lower lr (now {config.lr})")
