@@ -83,6 +83,7 @@ class ADLConfig:
     lr: float = 2e-4
     beta_range: tuple = (0.1, 1.0)
     sources: str | None = None  # texture folder for pseudo-anomalies (DTD); None: built-in sources
+    shots_per_batch: int = 4  # multi-cue ADL: labelled real anomalies replacing pseudo-anomalies in a batch
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 0
 
@@ -126,7 +127,7 @@ class ADLModel(nn.Module):
                                    for m in maps[1:]], 1)
         score, patch = self.score_head(f)
         seg = F.interpolate(self.seg_head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return {"score": score, "patch": patch, "logit": self.cls_head(maps[-1]), "seg": seg}
+        return {"score": score, "patch": patch, "logit": self.cls_head(maps[-1]), "seg": seg, "last_block": maps[-1]}
 
 
 def kmeans_labels(scores: torch.Tensor, iters: int = 10) -> torch.Tensor:
@@ -229,8 +230,11 @@ def load_checkpoint(path: str | Path, device="cpu") -> dict:
 # ----------------------------------------------------------------------------- training (Algorithm 1)
 def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_dir: str | Path | None = None,
               resume: bool = False, overwrite: bool = False, progress: bool = False,
-              stop_after_epoch: int | None = None) -> tuple[ADLModel, dict]:
+              stop_after_epoch: int | None = None, shots: ImageDataset | None = None) -> tuple[ADLModel, dict]:
     """Train ADL on ``train`` (normal-labelled images, possibly contaminated). Returns (model, history).
+
+    ``shots`` (multi-cue ADL, seed 001): labelled real anomalies with their masks; every step
+    ``config.shots_per_batch`` of them take the place of as many pseudo-anomalies.
 
     ``checkpoint_dir``: write ``last.pt`` after every epoch (refusing to replace an existing one
     unless ``overwrite`` or ``resume``); ``resume=True`` continues from it and gives the same result
@@ -245,6 +249,8 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
     if len(normal_idx) == 0:
         raise ValueError("the training set has no normal-labelled images")
     contaminated = (cache.anomalous == 1) & (cache.labels == 0)
+    shot_cache = cache_tensors(shots, device) if shots is not None and len(shots) else None
+    n_shot = min(config.shots_per_batch, config.n_pseudo) if shot_cache is not None else 0
 
     g_cpu = torch.Generator().manual_seed(config.seed)  # batch sampling, reference draws, k-means coin
     g_dev = torch.Generator(device=device).manual_seed(config.seed + 1)  # pseudo-anomalies
@@ -290,6 +296,10 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
             normal = cache.batch(pick[:config.n_normal])
             base = cache.batch(pick[config.n_normal:])["image"]
             fake, fake_masks, _ = pseudo(base, g_dev)
+            if n_shot:  # real labelled anomalies (with masks) replace the last pseudo-anomalies
+                real = shot_cache.batch(torch.randint(len(shot_cache), (n_shot,), generator=g_cpu))
+                fake = torch.cat([fake[:-n_shot], real["image"]])
+                fake_masks = torch.cat([fake_masks[:-n_shot], real["mask"]])
             images = torch.cat([normal["image"], fake])
             masks = torch.cat([torch.zeros_like(fake_masks[:config.n_normal]), fake_masks])
             labels = torch.cat([torch.zeros(config.n_normal, device=device), torch.ones(config.n_pseudo, device=device)])
@@ -327,19 +337,21 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
 
 
 def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset, ratio: float, device=None,
-                     leaky: bool = False, **train_kwargs) -> dict:
-    """ADL's protocol end to end: contaminate (seeded by ``config.seed``), train, score on what is left.
+                     leaky: bool = False, n_shots: int = 0, scorer=None, **train_kwargs) -> dict:
+    """ADL's protocol end to end: contaminate (seeded by ``config.seed``), take ``n_shots`` labelled
+    anomalies per class out of the test set (multi-cue ADL), train, score on what is left.
 
-    Returns the :func:`score_adl` result plus ``model``, ``history``, ``report`` (the contamination
-    report) and the contaminated training images as a dataset (``contaminated``).
+    Returns the scorer's result (default :func:`score_adl`) plus ``model``, ``history``, ``report``
+    (contamination), ``shots`` (the few-shot report) and ``contaminated`` (those training images).
     """
-    from ..data import contaminate
+    from ..data import contaminate, few_shot
 
     c_train, c_test, report = contaminate(train, test, ratio, seed=config.seed, leaky=leaky)
-    model, history = train_adl(config, c_train, device, **train_kwargs)
-    result = score_adl(model, c_test, device)
+    shots, c_test, shot_report = few_shot(c_test, n_shots, seed=config.seed)
+    model, history = train_adl(config, c_train, device, shots=shots, **train_kwargs)
+    result = (scorer or score_adl)(model, c_test, device)
     hidden = [i for i, s in enumerate(c_train.samples) if s.truth == 1 and s.label == 0]
-    result.update(model=model, history=history, report=report, contaminated=c_train.subset(hidden))
+    result.update(model=model, history=history, report=report, shots=shot_report, contaminated=c_train.subset(hidden))
     return result
 
 
