@@ -6,6 +6,7 @@
 * ``execute [NB ...] [--full] [--out build/notebooks]`` - run notebooks headless, print wall times.
 * ``run adl --data synthetic|mvtec:PATH|folder:PATH --category NAME --contamination 0.1 ...`` - train and
   score ADL over a grid of categories x contamination ratios x seeds (``--shard i/n`` runs one slice).
+* ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -121,6 +122,7 @@ def _cmd_run(args) -> int:
     from . import config as cfg_mod
     from .data import MVTecLike, categories
     from .methods.adl import ADLConfig, run_contaminated
+    from .methods.multicue import score_multicue
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
@@ -152,17 +154,20 @@ def _cmd_run(args) -> int:
         train, test = MVTecLike(root, cat, "train", base.image_size), MVTecLike(root, cat, "test", base.image_size)
         config = dataclasses.replace(base, seed=seed)
         ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}" if args.checkpoint else None
-        r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, checkpoint_dir=ckpt,
+        shots = getattr(args, "shots", 0)
+        r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, n_shots=shots,
+                             scorer=score_multicue if args.method == "multicue" else None, checkpoint_dir=ckpt,
                              resume=args.resume, overwrite=args.overwrite, progress=True)
         hist, report = r["history"], r["report"]
-        row = {"method": "adl", "dataset": args.data, "category": cat, "contamination": eps, "seed": seed,
+        row = {"method": args.method, "dataset": args.data, "shots": shots, "category": cat, "contamination": eps, "seed": seed,
                "image_AUROC": r.get("image_AUROC"), "image_AUPR": r.get("image_AUPR"),
                "pixel_AUROC": r.get("pixel_AUROC"), "backbone": hist["backbone"], "weights": hist["weights"],
                "device": str(device), "train_seconds": round(hist["seconds"], 2),
                "wall_seconds": round(time.perf_counter() - t0, 2), "leaky": args.leaky,
                "n_contaminated": report.n_contaminated, "config": dataclasses.asdict(config)}
+        row.update({k: v for k, v in r.items() if k.endswith(("_AUROC", "_AUPR", "_AUPRO")) and k not in row})
         results.append(row)
-        print(f"adl {cat} contamination={eps:g} seed={seed}: image AUROC {row['image_AUROC']:.3f} "
+        print(f"{args.method} {cat} contamination={eps:g} seed={seed}: image AUROC {row['image_AUROC']:.3f} "
               f"AUPR {row['image_AUPR']:.3f} ({hist['backbone']}, {row['wall_seconds']:.0f} s on {device})")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +216,32 @@ def _cmd_collect(args) -> int:
     return 0
 
 
+def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
+    """The options `run adl` and `run multicue` share."""
+    adl.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
+    adl.add_argument("--category", nargs="+", help="one or more categories")
+    adl.add_argument("--all-categories", action="store_true", help="every category of the dataset")
+    adl.add_argument("--contamination", type=_ratio, nargs="+", default=[0.1], help="ratios in [0, 1), e.g. 0 0.1 0.2")
+    adl.add_argument("--seed", type=int, nargs="+", default=[0])
+    adl.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    adl.add_argument("--epochs", type=int)
+    adl.add_argument("--steps", type=int, help="steps per epoch (paper: 20)")
+    adl.add_argument("--image-size", type=int, default=256)
+    adl.add_argument("--lr", type=float)
+    adl.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
+    adl.add_argument("--variant", choices=["paper", "authors"], default="paper",
+                     help="authors: gamma = 10 and k-means labels OR-ed with y, as the official code")
+    adl.add_argument("--ablation", help="a row of Table 2, e.g. 'deviation only'")
+    adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: built-in sources")
+    adl.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (official code)")
+    adl.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
+    adl.add_argument("--out", help="write the results (a JSON list) here")
+    adl.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt after every epoch)")
+    adl.add_argument("--resume", action="store_true", help="continue from the checkpoints in --checkpoint")
+    adl.add_argument("--overwrite", action="store_true", help="allow replacing --out and existing checkpoints")
+    adl.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,28 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     method = sub.add_parser("run", help="train and score a method from the command line")
     method_sub = method.add_subparsers(dest="method", required=True)
     adl = method_sub.add_parser("adl", help="ADL under contamination (seed 000)")
-    adl.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
-    adl.add_argument("--category", nargs="+", help="one or more categories")
-    adl.add_argument("--all-categories", action="store_true", help="every category of the dataset")
-    adl.add_argument("--contamination", type=_ratio, nargs="+", default=[0.1], help="ratios in [0, 1), e.g. 0 0.1 0.2")
-    adl.add_argument("--seed", type=int, nargs="+", default=[0])
-    adl.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
-    adl.add_argument("--epochs", type=int)
-    adl.add_argument("--steps", type=int, help="steps per epoch (paper: 20)")
-    adl.add_argument("--image-size", type=int, default=256)
-    adl.add_argument("--lr", type=float)
-    adl.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
-    adl.add_argument("--variant", choices=["paper", "authors"], default="paper",
-                     help="authors: gamma = 10 and k-means labels OR-ed with y, as the official code")
-    adl.add_argument("--ablation", help="a row of Table 2, e.g. 'deviation only'")
-    adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: built-in sources")
-    adl.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (official code)")
-    adl.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
-    adl.add_argument("--out", help="write the results (a JSON list) here")
-    adl.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt after every epoch)")
-    adl.add_argument("--resume", action="store_true", help="continue from the checkpoints in --checkpoint")
-    adl.add_argument("--overwrite", action="store_true", help="allow replacing --out and existing checkpoints")
-    adl.set_defaults(func=_cmd_run)
+    _add_run_arguments(adl)
+    mc = method_sub.add_parser("multicue", help="multi-cue ADL with few labelled anomalies (seed 001)")
+    _add_run_arguments(mc)
+    mc.add_argument("--shots", type=int, default=10, help="labelled real anomalies per class, taken out of the test set")
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

@@ -40,3 +40,16 @@ def test_shard_runs_its_slice_writes_results_and_collect_merges(monkeypatch, tmp
     assert cli.main(["collect", str(out), "--out", str(tmp_path / "table")]) == 0
     assert "| adl | tile | 0.1 | 1 |" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "table.csv").read_text().startswith("method,category,contamination")
+
+
+def test_run_multicue_reports_every_cue(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ADLKIT_OFFLINE", "1")
+    out = tmp_path / "mc.json"
+    assert cli.main(["run", "multicue", "--category", "tile", "--contamination", "0.1", "--shots", "2",
+                     "--image-size", "64", "--epochs", "1", "--steps", "1", "--backbone", "efficientnet_lite0",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())[0]
+    assert row["method"] == "multicue" and row["shots"] == 2
+    for key in ("deviation_AUROC", "uncertainty_AUROC", "segmentation_AUROC", "fused_AUROC", "grad_AUPRO", "seg_AUPRO"):
+        assert 0.0 <= row[key] <= 1.0

@@ -341,7 +341,8 @@ def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset,
     """ADL's protocol end to end: contaminate (seeded by ``config.seed``), take ``n_shots`` labelled
     anomalies per class out of the test set (multi-cue ADL), train, score on what is left.
 
-    Returns the scorer's result (default :func:`score_adl`) plus ``model``, ``history``, ``report``
+    ``scorer(model, test, device, train=..., shots=...)`` replaces :func:`score_adl` (e.g.
+    :func:`adlkit.methods.multicue.score_multicue`). Returns the scorer's result plus ``model``, ``history``, ``report``
     (contamination), ``shots`` (the few-shot report) and ``contaminated`` (those training images).
     """
     from ..data import contaminate, few_shot
@@ -349,7 +350,10 @@ def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset,
     c_train, c_test, report = contaminate(train, test, ratio, seed=config.seed, leaky=leaky)
     shots, c_test, shot_report = few_shot(c_test, n_shots, seed=config.seed)
     model, history = train_adl(config, c_train, device, shots=shots, **train_kwargs)
-    result = (scorer or score_adl)(model, c_test, device)
+    if scorer is None:
+        result = score_adl(model, c_test, device)
+    else:  # a scorer may fit things (e.g. multi-cue normalisers) on the training data, never on the test set
+        result = scorer(model, c_test, device, train=c_train, shots=shots)
     hidden = [i for i, s in enumerate(c_train.samples) if s.truth == 1 and s.label == 0]
     result.update(model=model, history=history, report=report, shots=shot_report, contaminated=c_train.subset(hidden))
     return result
