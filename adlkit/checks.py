@@ -207,3 +207,29 @@ def check_adl_step(student_fn: Callable) -> None:
                       {"out": out, "labels": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), "masks": masks,
                        "mu_r": mu_r, "sd_r": sd_r, "config": config}))
     run_cases("check_adl_step", student_fn, reference, cases, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- notebook 05
+def check_cue_fusion(student_fn: Callable) -> None:
+    """Notebook 05: ``normalize_and_fuse(raw, normalizers, weights)`` - phi(x; c, D) per cue, then the
+    weighted geometric mean. Reference: :func:`adlkit.methods.multicue.normalize_cue` and ``fuse``."""
+    import torch
+
+    from .methods.multicue import fuse, normalize_cue
+
+    def reference(raw, normalizers, weights):
+        return fuse({k: normalize_cue(raw[k], *normalizers[k]) for k in raw}, weights)
+
+    g = torch.Generator().manual_seed(5)
+    names = ("deviation", "uncertainty", "segmentation")
+    raw = {k: torch.rand(12, generator=g) * s for k, s in zip(names, (8.0, 0.5, 1.0))}
+    norms = {"deviation": (1.5, 6.0), "uncertainty": (0.1, 0.5), "segmentation": (0.2, 0.9)}
+    cases = [
+        ("paper weights (0.55, 0.10, 0.35)", {"raw": raw, "normalizers": norms, "weights": (0.55, 0.10, 0.35)}),
+        ("equal weights: the geometric mean", {"raw": raw, "normalizers": norms, "weights": (1.0, 1.0, 1.0)}),
+        ("unnormalised weights (2, 0, 2)", {"raw": raw, "normalizers": norms, "weights": (2.0, 0.0, 2.0)}),
+        ("values beyond D and below 0 are clipped",
+         {"raw": {k: torch.tensor([-1.0, 0.0, 100.0]) + 0.5 for k in names}, "normalizers": norms,
+          "weights": (0.55, 0.10, 0.35)}),
+    ]
+    run_cases("check_cue_fusion", student_fn, reference, cases, rtol=1e-4, atol=1e-5)

@@ -213,3 +213,15 @@ def test_adl_step_checker_catches_a_missing_term():
 
     with pytest.raises(AssertionError, match="FAILED"):
         check_adl_step(forgets_the_weights)
+
+
+def test_cue_fusion_checker_catches_the_arithmetic_mean():
+    from adlkit.checks import check_cue_fusion
+    from adlkit.methods.multicue import normalize_cue
+
+    def arithmetic(raw, normalizers, weights):
+        total = sum(weights)
+        return sum(w / total * normalize_cue(raw[k], *normalizers[k]) for k, w in zip(raw, weights))
+
+    with pytest.raises(AssertionError, match="FAILED"):
+        check_cue_fusion(arithmetic)

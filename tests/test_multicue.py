@@ -5,8 +5,7 @@ import torch
 
 from adlkit import data as D
 from adlkit.methods.adl import ADLConfig, run_contaminated
-from adlkit.methods.multicue import (binary_entropy, cues, fuse, localize, normalize_cue, score_multicue,
-                                     uncertainty)
+from adlkit.methods.multicue import binary_entropy, cues, fuse, localize, normalize_cue, score_multicue, uncertainty
 
 
 def test_entropy_and_uncertainty_hand_values():
