@@ -343,7 +343,8 @@ def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset,
 
     ``scorer(model, test, device, train=..., shots=...)`` replaces :func:`score_adl` (e.g.
     :func:`adlkit.methods.multicue.score_multicue`). Returns the scorer's result plus ``model``, ``history``, ``report``
-    (contamination), ``shots`` (the few-shot report) and ``contaminated`` (those training images).
+    (contamination), ``shots`` (the few-shot report), ``contaminated`` (those training images) and
+    ``test`` (the test set that was scored, in the order of the scores).
     """
     from ..data import contaminate, few_shot
 
@@ -355,7 +356,8 @@ def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset,
     else:  # a scorer may fit things (e.g. multi-cue normalisers) on the training data, never on the test set
         result = scorer(model, c_test, device, train=c_train, shots=shots)
     hidden = [i for i, s in enumerate(c_train.samples) if s.truth == 1 and s.label == 0]
-    result.update(model=model, history=history, report=report, shots=shot_report, contaminated=c_train.subset(hidden))
+    result.update(model=model, history=history, report=report, shots=shot_report, contaminated=c_train.subset(hidden),
+                  test=c_test)
     return result
 
 
