@@ -14,6 +14,7 @@ from adlkit.synth import (
     builtin_sources,
     elastic_anomalies,
     fade,
+    histograms,
     load_texture_sources,
     perlin_masks,
     perlin_noise,
@@ -121,8 +122,10 @@ def test_augmentations_keep_range_and_each_runs():
     x = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     for name, fn in AUGMENTATIONS.items():
-        y = fn(x, g)
+        y = fn(x, torch.rand(6, 2, generator=g))  # parameters from uniforms in [0, 1)
         assert y.shape == x.shape and torch.isfinite(y).all(), name
+        for u in (0.0, 0.999):  # both ends of every parameter range
+            assert torch.isfinite(fn(x, torch.full((6, 2), u))).all(), name
     out = augment_sources(x, 3, torch.Generator().manual_seed(2))
     assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
     assert torch.equal(out, augment_sources(x, 3, torch.Generator().manual_seed(2)))
@@ -142,18 +145,62 @@ def test_pseudo_anomaly_is_seeded_labelled_and_only_changes_masked_pixels():
         pa(torch.rand(2, 3, 32, 32))
 
 
-def test_chunked_cpu_path_matches_the_contract():
+def test_chunked_cpu_path_matches_the_contract_and_ignores_the_thread_count():
     pa = PseudoAnomaly(48)
-    pa.CPU_CHUNK_BYTES = 3 * (3 * 48 * 48 * 4)  # 3 samples per pass
-    assert pa._chunk_size(torch.zeros(8, 3, 48, 48)) == 3
+    pa.CPU_CHUNK_PIXELS = 3 * 48 * 48  # 8 samples: chunks of 3, 3 and 2
     imgs = torch.rand(8, 3, 48, 48, generator=torch.Generator().manual_seed(0))
-    out, masks, labels = pa(imgs, torch.Generator().manual_seed(5))
-    again, masks2, _ = pa(imgs, torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out, masks, labels = pa(imgs, torch.Generator().manual_seed(5))
+        torch.set_num_threads(1)
+        again, masks2, _ = pa(imgs, torch.Generator().manual_seed(5))
+    finally:
+        torch.set_num_threads(threads)
     assert out.shape == imgs.shape and masks.shape == (8, 1, 48, 48) and labels.shape == (8,)
     assert torch.equal(out, again) and torch.equal(masks, masks2) and labels.all()
     outside = masks.expand_as(out) == 0
     assert torch.equal(out[outside], imgs[outside]) and not torch.equal(out, imgs)
     assert 0.0 <= pa.last_empty_fraction <= 1.0
+    other, _, _ = pa(imgs, torch.Generator().manual_seed(6))
+    assert not torch.equal(out, other)
+
+
+def test_lookup_table_path_equals_running_the_augmentations_on_the_pixels():
+    x8 = torch.randint(0, 256, (24, 3, 21, 17), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x8[3] = 7  # a flat image: auto-contrast and equalisation leave it alone
+    x8[4, 1] = 200  # one flat channel
+    x8[5] = x8[5] // 4 + 30  # a narrow range, which auto-contrast stretches
+    for k in (1, 3, 5, 10):
+        fast = augment_sources(x8, k, torch.Generator().manual_seed(k))
+        slow = augment_sources(x8.float() / 255, k, torch.Generator().manual_seed(k))
+        assert fast.dtype == torch.float32 and torch.allclose(fast, slow, atol=1e-6), k
+    with pytest.raises(ValueError, match="histograms"):
+        augment_sources(x8, 3, hist=histograms(x8[:2]))
+
+
+def test_autocontrast_and_equalize_are_torchvisions():
+    from torchvision.transforms.v2 import functional as TF
+
+    from adlkit.synth.pseudo import _autocontrast, _equalize
+
+    x = torch.rand(5, 3, 20, 30, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    x[1, 2] = 0.5  # a flat channel
+    assert torch.equal(_autocontrast(x), TF.autocontrast(x))
+    q = (x * 255).round().to(torch.uint8)
+    assert torch.equal(_equalize(x), TF.equalize(q).float() / 255)
+
+
+def test_hue_saturation_keeps_luma_and_is_the_identity_at_zero():
+    from adlkit.synth.pseudo import _hue_saturation
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(_hue_saturation(x, torch.zeros(4), torch.ones(4)), x, atol=1e-6)
+    y = _hue_saturation(x, torch.tensor([-50.0, 10.0, 30.0, 50.0]), torch.tensor([0.5, 1.5, 1.0, 0.8]))
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert torch.allclose((y * luma).sum(1), (x * luma).sum(1), atol=1e-5)  # Y of YIQ unchanged
+    grey = _hue_saturation(x, torch.full((4,), 30.0), torch.zeros(4))  # saturation 0: grey
+    assert torch.allclose(grey, grey[:, :1].expand_as(grey), atol=1e-5)
 
 
 def test_rotation_keeps_the_centre_and_zeroes_what_comes_from_outside():

@@ -1,8 +1,17 @@
 """Pseudo-anomaly synthesis: Perlin noise and masks, blending, anomaly sources, elastic warps."""
 
 from .perlin import PerlinMasks, blend, fade, interpolate_corners, perlin_masks, perlin_noise, rotate, sample_beta
-from .pseudo import AUGMENTATIONS, PseudoAnomaly, augment_sources, builtin_sources, elastic_anomalies, load_texture_sources
+from .pseudo import (
+    AUGMENTATIONS,
+    PER_VALUE,
+    PseudoAnomaly,
+    augment_sources,
+    builtin_sources,
+    elastic_anomalies,
+    histograms,
+    load_texture_sources,
+)
 
 __all__ = ["PerlinMasks", "blend", "fade", "interpolate_corners", "perlin_masks", "perlin_noise", "rotate", "sample_beta",
-           "AUGMENTATIONS", "PseudoAnomaly", "augment_sources", "builtin_sources", "elastic_anomalies",
-           "load_texture_sources"]
+           "AUGMENTATIONS", "PER_VALUE", "PseudoAnomaly", "augment_sources", "builtin_sources", "elastic_anomalies",
+           "histograms", "load_texture_sources"]

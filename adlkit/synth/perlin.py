@@ -86,48 +86,43 @@ def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, 
     the image are 0 (imgaug's ``cval=0``). That is DRAEM's "rotate the noise image", computed exactly
     instead of resampling a rasterised map.
     """
-    rmax = int(res.max())
-    theta = 2 * math.pi * _rand((batch, rmax + 1, rmax + 1), generator, device, dtype)  # angles at corners
+    r = int(res.max())  # cells per axis of the largest lattice in the batch; smaller ones use a corner of it
+    theta = 2 * math.pi * _rand((batch, r + 1, r + 1), generator, device, dtype)  # angles at the corners
     gy, gx = torch.cos(theta), torch.sin(theta)  # gradient components (DRAEM: (cos θ, sin θ) along (y, x))
+    # Per cell (i, j), the gradients at its corners (i, j), (i+1, j), (i, j+1), (i+1, j+1): y parts then
+    # x parts, [B, 8, r*r]. A pixel then needs one lookup by its cell for all eight numbers.
+    shifts = ((0, 0), (1, 0), (0, 1), (1, 1))
+    table = torch.stack([g[:, a:a + r, b:b + r] for g in (gy, gx) for a, b in shifts], 1).reshape(batch, 8, r * r)
 
-    # Lattice coordinates of every pixel: p = pixel * res / size (no divisibility needed).
-    # Without rotation py is [B,H,1] and px [B,1,W]; a rotation about the image centre (cy, cx)
-    # makes them [B,H,W]: each output pixel reads the noise at R(-angle)(pixel - centre) + centre.
-    ry, rx = res[:, 0].to(dtype).view(-1, 1, 1), res[:, 1].to(dtype).view(-1, 1, 1)
+    # Where each output pixel reads the noise, in pixels: itself, or with a rotation about the image
+    # centre (cy, cx) the point R(-angle)(pixel - centre) + centre. Rotated: [B,H,W]; else [1,H,1], [1,1,W].
     y = torch.arange(height, device=device, dtype=dtype).view(1, -1, 1)
     x = torch.arange(width, device=device, dtype=dtype).view(1, 1, -1)
-    if degrees is None:
-        py, px = y * (ry / height), x * (rx / width)
-    else:
+    inside = None
+    if degrees is not None:
         rad = degrees.to(device=device, dtype=dtype).view(-1, 1, 1) * (math.pi / 180)
         cos, sin = torch.cos(rad), torch.sin(rad)
         cy, cx = (height - 1) / 2, (width - 1) / 2
-        # the per-sample scale is folded into [B,H,1] and [B,1,W] terms: one full-size add per axis
-        py = (ry / height) * (cy + cos * (y - cy)) + (ry / height) * sin * (x - cx)
-        px = (rx / width) * (cx - sin * (y - cy)) + (rx / width) * cos * (x - cx)
-    # clamp to the image's extent in lattice units; points that moved are outside (noise 0 there)
-    pyc = torch.clamp(py, torch.zeros_like(ry), ry * (height - 1) / height)
-    pxc = torch.clamp(px, torch.zeros_like(rx), rx * (width - 1) / width)
-    inside = None
-    if degrees is not None:  # a thousandth of a pixel of slack, so float error does not cut off edge pixels
-        inside = ((py - pyc).abs() <= 1e-3 * ry / height) & ((px - pxc).abs() <= 1e-3 * rx / width)
-    fy, fx = pyc.floor(), pxc.floor()  # cell index, as float (exact for small integers)
-    ty, tx = pyc - fy, pxc - fx  # position inside the cell
+        sy = (cy + cos * (y - cy)) + sin * (x - cx)  # one full-size add per axis
+        sx = (cx - sin * (y - cy)) + cos * (x - cx)
+        # points that left the image read 0; a thousandth of a pixel of slack for float error at the edges
+        y, x = sy.clamp(0, height - 1), sx.clamp(0, width - 1)
+        inside = (sy - y).abs_().add_((sx - x).abs_()) <= 1e-3
+    # Lattice coordinates p = pixel * res / size (no divisibility needed): cell index and position in it.
+    ry, rx = res[:, 0].to(dtype).view(-1, 1, 1), res[:, 1].to(dtype).view(-1, 1, 1)
+    py, px = y * (ry / height), x * (rx / width)
+    fy, fx = py.floor(), px.floor()
+    ty, tx = py - fy, px - fx  # position inside the cell, [0, 1)
+    cell = torch.addcmul(fx, fy, torch.tensor(float(r), device=device, dtype=dtype)).long()  # fy * r + fx
+    cell = cell.expand(batch, height, width).reshape(batch, 1, -1)
+    g = table.gather(2, cell.expand(batch, 8, cell.shape[-1])).view(batch, 8, height, width)
 
-    # Gradients at each pixel's four cell corners: one flat gather per corner and component.
-    stride = rmax + 1
-    gyf, gxf = gy.reshape(batch, -1), gx.reshape(batch, -1)  # [B, (R+1)^2]
-    base = (fy * stride + fx).long().expand(batch, height, width).reshape(batch, -1)  # corner (0, 0)
-
-    offset_y, offset_x = (ty, ty - 1), (tx, tx - 1)  # offsets from the corners at +0 and +1
-
-    def corner(dy: int, dx: int) -> torch.Tensor:  # dot(gradient at corner, offset from corner), [B,H,W]
-        flat = base + (dy * stride + dx) if (dy or dx) else base
-        gyc = gyf.gather(1, flat).view(batch, height, width)
-        gxc = gxf.gather(1, flat).view(batch, height, width)
-        return torch.addcmul(gyc.mul_(offset_y[dy]), gxc, offset_x[dx])
-
-    noise = interpolate_corners(corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1), ty, tx)
+    # dot(gradient at corner (a, b), offset from it) = gy (ty - a) + gx (tx - b), for the 4 corners at once
+    dots = torch.addcmul(g[:, :4] * ty[:, None], g[:, 4:], tx[:, None])  # [B, 4, H, W]: 00, 10, 01, 11
+    dots[:, 1] -= g[:, 1]  # corner (1, 0): ty - 1
+    dots[:, 2] -= g[:, 6]  # corner (0, 1): tx - 1
+    dots[:, 3] -= g[:, 3] + g[:, 7]  # corner (1, 1)
+    noise = interpolate_corners(dots[:, 0], dots[:, 1], dots[:, 2], dots[:, 3], ty, tx)
     return noise if inside is None else noise * inside
 
 

@@ -8,14 +8,14 @@ its own texture, its own 3 augmentations with their own parameters, its own mask
 
 Why not ``torchvision.transforms.v2`` transforms objects? Called on a batch, a v2 transform draws
 *one* set of random parameters for the whole batch, so 64 pseudo-anomalies would share one
-augmentation. The parameter-free operations below (invert, auto-contrast, equalize) are
-torchvision's ``transforms.v2.functional`` kernels; the parameterised ones are written out so that
-each sample has its own parameter.
+augmentation. The operations below follow torchvision's / PIL's definitions (auto-contrast and
+equalisation exactly so; tests compare) but draw their parameters per sample.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from .perlin import _rand, _randint, blend, perlin_masks, rotate, sample_beta
 
-__all__ = ["load_texture_sources", "builtin_sources", "augment_sources", "PseudoAnomaly", "elastic_anomalies",
-           "AUGMENTATIONS"]
+__all__ = ["load_texture_sources", "builtin_sources", "histograms", "augment_sources", "PseudoAnomaly", "elastic_anomalies",
+           "AUGMENTATIONS", "PER_VALUE"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -113,55 +113,143 @@ def _blur3(x):
     return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) / 9
 
 
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+
+
 def _hue_saturation(x, hue_deg, sat):
-    """Rotate hue in YIQ space and scale saturation, per sample."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=x.device, dtype=x.dtype)
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
-    a = hue_deg * math.pi / 180
-    c, s = torch.cos(a).view(-1, 1, 1), torch.sin(a).view(-1, 1, 1)
-    i, q = yiq[:, 1], yiq[:, 2]
-    yiq = torch.stack([yiq[:, 0], sat.view(-1, 1, 1) * (c * i - s * q), sat.view(-1, 1, 1) * (s * i + c * q)], 1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+    """Rotate hue in YIQ space by ``hue_deg`` and scale saturation by ``sat``, per sample.
+
+    Hue is the angle of the (I, Q) chroma vector and saturation its length, so the whole operation
+    is one linear colour map per sample: RGB -> YIQ, rotate and scale (I, Q), back to RGB.
+    """
+    a = hue_deg.to(x.dtype) * (math.pi / 180)
+    c, s, k = sat * torch.cos(a), sat * torch.sin(a), torch.ones_like(a)
+    z = torch.zeros_like(a)
+    chroma = torch.stack([torch.stack([k, z, z], -1), torch.stack([z, c, -s], -1), torch.stack([z, s, c], -1)], 1)
+    matrix = _FROM_YIQ.to(x) @ chroma @ _TO_YIQ.to(x)  # [n, 3, 3]
+    return (matrix @ x.flatten(2)).view_as(x)
 
 
-def _u(lo, hi, n, g, dev):
-    return lo + (hi - lo) * _rand((n,), g, dev)
+def _span(u, lo, hi):
+    """Uniforms ``u`` [n] in [0, 1) mapped to [lo, hi), shaped [n, 1, 1, 1] to scale images."""
+    return (lo + (hi - lo) * u).view(-1, 1, 1, 1)
 
 
-# name -> (function of (x float [n,3,H,W] in [0,1], generator) -> x). DRAEM's imgaug list, in order.
+def _autocontrast(x, present=None):
+    """Per channel, stretch [min, max] to [0, 1] (torchvision's ``autocontrast``; a flat channel is kept).
+
+    ``present`` [n, 3, L] (bool) is for a lookup table: then ``x`` [n, 3, 1, L] holds the value of each
+    source level and the minimum and maximum are taken over the levels that occur in the image.
+    """
+    if present is None:
+        lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+    else:
+        lo = torch.where(present, x[:, :, 0], math.inf).amin(-1)[..., None, None]
+        hi = torch.where(present, x[:, :, 0], -math.inf).amax(-1)[..., None, None]
+    flat = hi == lo
+    return torch.where(flat, x, (x - lo) / torch.where(flat, 1.0, hi - lo)).clamp(0, 1)
+
+
+def _equalize_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL's histogram-equalisation lookup table from 256-bin histograms ``hist`` [..., 256] (int).
+
+    The same scheme as PIL and torchvision's ``equalize``: step = (pixels not at the top level) // 255,
+    lut[k] = (cumhist[k-1] + step // 2) // step; a channel with step 0 is left as it is (lut = identity).
+    """
+    cum = hist.cumsum(-1)
+    top = hist.gather(-1, cum.argmax(-1, keepdim=True))  # pixels at the highest level that occurs
+    step = (cum[..., -1:] - top).div(255, rounding_mode="floor")
+    lut = (cum[..., :-1] + step // 2).div(step.clamp(min=1), rounding_mode="floor").clamp(0, 255)
+    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], -1)
+    return torch.where(step == 0, torch.arange(256, device=hist.device), lut)
+
+
+def _equalize(x, hist=None):
+    """Histogram equalisation of the image quantised to 8 bits (torchvision's / PIL's ``equalize``).
+
+    ``hist`` [n, 3, L] is for a lookup table: the count of each source level, ``x`` [n, 3, 1, L] its value.
+    """
+    q = (x.clamp(0, 1) * 255).round().long()
+    if hist is None:
+        hist = torch.zeros(*x.shape[:2], 256, dtype=torch.long, device=x.device)
+        hist.scatter_add_(-1, q.flatten(2), hist.new_ones(1).expand_as(q.flatten(2)))
+    else:  # the image's histogram after the lookup table so far: each source level's count moves to its value
+        hist = torch.zeros_like(hist).scatter_add_(-1, q[:, :, 0], hist)
+    return _equalize_lut(hist).gather(-1, q.flatten(2)).view_as(x).to(x.dtype) / 255
+
+
+# name -> function of (x float [n, 3, H, W] in [0, 1], u [n, 2] uniform in [0, 1)) -> x: DRAEM's 10 imgaug
+# augmenters, the parameters read from u. Those that map each channel value on its own come first (see below).
 AUGMENTATIONS = {
-    "gamma_contrast": lambda x, g: x.clamp_min(1e-6) ** _u(0.5, 2.0, len(x), g, x.device).view(-1, 1, 1, 1),
-    "multiply_add_brightness": lambda x, g: x * _u(0.8, 1.2, len(x), g, x.device).view(-1, 1, 1, 1)
-    + _u(-30, 30, len(x), g, x.device).view(-1, 1, 1, 1) / 255,
-    "sharpness": lambda x, g: x + _u(0.0, 2.0, len(x), g, x.device).view(-1, 1, 1, 1) * (x - _blur3(x)),
-    "hue_saturation": lambda x, g: _hue_saturation(x, _u(-50, 50, len(x), g, x.device),
-                                                   _u(0.5, 1.5, len(x), g, x.device)),
-    "solarize": lambda x, g: torch.where(x > _u(32, 128, len(x), g, x.device).view(-1, 1, 1, 1) / 255, 1 - x, x),
-    "posterize": lambda x, g: torch.floor(
-        x * (levels := 2.0 ** _randint(4, 8, (len(x),), g, x.device).view(-1, 1, 1, 1).to(x.dtype))) / levels,
-    "invert": lambda x, g: TF.invert(x),
-    "autocontrast": lambda x, g: TF.autocontrast(x),
-    "equalize": lambda x, g: TF.equalize((x.clamp(0, 1) * 255).round().to(torch.uint8)).to(x.dtype) / 255,
-    "rotate": lambda x, g: rotate(x, _u(-45, 45, len(x), g, x.device), mode="bilinear"),
+    "gamma_contrast": lambda x, u: x.clamp_min(1e-6) ** _span(u[:, 0], 0.5, 2.0),
+    "multiply_add_brightness": lambda x, u: x * _span(u[:, 0], 0.8, 1.2) + _span(u[:, 1], -30, 30) / 255,
+    "solarize": lambda x, u: torch.where(x > _span(u[:, 0], 32, 128) / 255, 1 - x, x),
+    "posterize": lambda x, u: torch.floor(x * (levels := 2.0 ** (4 + _span(u[:, 0], 0, 4).floor()))) / levels,  # 4-7 bits
+    "invert": lambda x, u: 1 - x,
+    "autocontrast": lambda x, u: _autocontrast(x),
+    "equalize": lambda x, u: _equalize(x),
+    "hue_saturation": lambda x, u: _hue_saturation(x, -50 + 100 * u[:, 0], 0.5 + u[:, 1]),
+    "sharpness": lambda x, u: x + _span(u[:, 0], 0.0, 2.0) * (x - _blur3(x)),
+    "rotate": lambda x, u: rotate(x, -45 + 90 * u[:, 0], mode="bilinear"),
 }
+# The first seven map each channel value on its own (given the image's statistics): a lookup table can do them.
+PER_VALUE = tuple(AUGMENTATIONS)[:7]
+assert PER_VALUE[-1] == "equalize" and "hue_saturation" not in PER_VALUE
 
 
-def augment_sources(x: torch.Tensor, k: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
+def histograms(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel 256-bin histograms of uint8 images ``x`` [B, 3, H, W] -> [B, 3, 256] (int64)."""
+    index = x.flatten(2).long()
+    hist = torch.zeros(*x.shape[:2], 256, dtype=torch.long, device=x.device)
+    return hist.scatter_add_(-1, index, hist.new_ones(1).expand_as(index))
+
+
+def augment_sources(x: torch.Tensor, k: int = 3, generator: torch.Generator | None = None,
+                    hist: torch.Tensor | None = None) -> torch.Tensor:
     """Apply ``k`` distinct random augmentations (of :data:`AUGMENTATIONS`) to each image of ``x``.
 
-    ``x`` float [B, 3, H, W] in [0, 1]. Each sample gets its own choice and its own parameters; an
-    operation runs once on the sub-batch that chose it.
+    Each sample gets its own choice and its own parameters; the chosen ones run in the order of
+    :data:`AUGMENTATIONS` (DRAEM runs them in a random order), each followed by a clip to [0, 1].
+    An operation runs once on the sub-batch that chose it. Returns float [B, 3, H, W] in [0, 1].
+
+    ``x``: float [B, 3, H, W] in [0, 1], or uint8 [B, 3, H, W] (then it is read as x / 255). For
+    uint8 images the :data:`PER_VALUE` operations are not run on the H·W pixels: a channel of a
+    uint8 image takes only 256 values, so any chain of them is a 256-entry lookup table per sample
+    and channel, built by running the same functions on the 256 values (with the image's histogram
+    for auto-contrast and equalisation) and applied with one gather. Same result, a fraction of
+    the memory traffic (tests check both paths agree). ``hist``: the images' :func:`histograms`, when
+    known already (:class:`PseudoAnomaly` computes them once per source).
     """
     n_ops = len(AUGMENTATIONS)
-    # k distinct ops per sample: the k smallest of n_ops random keys
+    # k distinct ops per sample: the k smallest of n_ops random keys; and every op's parameters, per sample
     keys = _rand((x.shape[0], n_ops), generator, x.device)
     chosen = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, keys.argsort(1)[:, :k], True)
-    out = x.clone()
-    for j, fn in enumerate(AUGMENTATIONS.values()):
+    params = _rand((x.shape[0], n_ops, 2), generator, x.device)
+    names = list(AUGMENTATIONS)
+    if x.dtype == torch.uint8:
+        b, c = x.shape[:2]
+        hist = histograms(x) if hist is None else hist
+        if hist.shape != (b, c, 256):
+            raise ValueError(f"hist must be the images' histograms, [{b}, {c}, 256]; got {tuple(hist.shape)}")
+        levels = torch.arange(256, device=x.device, dtype=torch.float32) / 255
+        lut = levels.expand(b, c, 1, 256)  # [B, 3, 1, 256]: the value each source level has become
+        for j, name in enumerate(PER_VALUE):  # on 256 values per channel: run for all, keep where chosen
+            if name == "autocontrast":
+                new = _autocontrast(lut, present=hist > 0)
+            elif name == "equalize":
+                new = _equalize(lut, hist=hist)
+            else:
+                new = AUGMENTATIONS[name](lut, params[:, j]).clamp(0, 1)
+            lut = torch.where(chosen[:, j].view(-1, 1, 1, 1), new, lut)
+        out = lut[:, :, 0].gather(-1, x.flatten(2).long()).view(x.shape)
+        first = len(PER_VALUE)
+    else:
+        out, first = x.clone(), 0
+    for j in range(first, n_ops):  # on the pixels: only the sub-batch that chose the op
         sel = chosen[:, j]
         if sel.any():
-            out[sel] = fn(out[sel], generator).clamp(0, 1)
+            out[sel] = AUGMENTATIONS[names[j]](out[sel], params[sel, j]).clamp(0, 1)
     return out
 
 
@@ -202,9 +290,10 @@ class PseudoAnomaly:
                                          antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
         if device is not None:
             self.sources = self.sources.to(device)
+        self.source_histograms = histograms(self.sources)  # [N, 3, 256], for the lookup-table augmentations
         self.last_empty_fraction = 0.0
 
-    CPU_CHUNK_BYTES = 8 * 2**20
+    CPU_CHUNK_PIXELS = 4 * 256 * 256  # pixels per chunk on a CPU: four 256-px images
 
     def __repr__(self) -> str:
         return (f"PseudoAnomaly(image_size={self.image_size}, sources={self.source_kind}, beta_range={self.beta_range}, "
@@ -212,10 +301,16 @@ class PseudoAnomaly:
 
     def masks(self, batch: int, generator=None, device=None) -> torch.Tensor:
         """Perlin masks [B, 1, S, S]; empty ones drawn again when ``resample_empty``."""
+        masks, empty = self._masks(batch, generator, device)
+        self.last_empty_fraction = empty / batch
+        return masks
+
+    def _masks(self, batch: int, generator, device) -> tuple[torch.Tensor, int]:
+        """The masks and how many came out empty at the first draw."""
         s = self.image_size
         out = perlin_masks(batch, s, s, threshold=self.threshold, generator=generator, device=device)
         masks, empty = out.masks, out.empty
-        self.last_empty_fraction = out.empty_fraction
+        n_empty = int(empty.sum())
         for _ in range(10):
             if not (self.resample_empty and empty.any()):
                 break
@@ -223,7 +318,7 @@ class PseudoAnomaly:
             redo = perlin_masks(len(idx), s, s, threshold=self.threshold, generator=generator, device=device)
             masks[idx] = redo.masks
             empty = masks.flatten(1).amax(1) == 0
-        return masks
+        return masks, n_empty
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
         """``images`` float [B, 3, S, S] in [0, 1] -> (anomalous images, masks [B,1,S,S], labels [B])."""
@@ -231,39 +326,59 @@ class PseudoAnomaly:
             raise ValueError(f"expected images [B, 3, {self.image_size}, {self.image_size}]; got {tuple(images.shape)}")
         if self.sources.device != images.device:
             self.sources = self.sources.to(images.device)
-        chunk = self._chunk_size(images)
+            self.source_histograms = self.source_histograms.to(images.device)
         out = torch.empty_like(images)
         masks = torch.empty_like(images[:, :1])
-        empty = 0.0
-        for start in range(0, len(images), chunk):
-            part = slice(start, start + chunk)
-            masks[part] = self._synthesize(images[part], generator, out=out[part])
-            empty += self.last_empty_fraction * len(images[part])
-        self.last_empty_fraction = empty / len(images)  # before redrawing, over the whole batch
+        if images.device.type != "cpu" or len(images) <= self._cpu_chunk():
+            empty = self._synthesize(images, generator, out, masks)
+        else:
+            empty = self._synthesize_cpu(images, generator, out, masks)
+        self.last_empty_fraction = empty / len(images)  # before redrawing
         labels = (masks.flatten(1).amax(1) > 0).long()
         return out, masks, labels
 
-    def _chunk_size(self, images: torch.Tensor) -> int:
-        """Samples per pass: the whole batch on a GPU; on a CPU, about ``CPU_CHUNK_BYTES`` of float image.
+    def _synthesize_cpu(self, images, generator, out, masks) -> int:
+        """The CPU path: chunks of ``CPU_CHUNK_PIXELS``, spread over ``torch.get_num_threads()`` threads.
 
-        On a CPU a batch of full-size float temporaries (50 MB each at 64 x 256 px) is memory-bound, and
-        allocations that large are fresh pages every time (glibc maps anything over 32 MB anew), so
-        small chunks that stay in cache and reuse freed memory are ~1.5-3x faster (benchmarks/bench_perlin.py).
+        Every step of the synthesis is a pass over full-size tensors, so on a CPU it is bound by
+        memory traffic: a chunk of a few images keeps its temporaries in the core's cache, and is
+        faster per sample than a batch of 64 (benchmarks/bench_perlin.py). The threads work on
+        different chunks, each single-threaded, instead of splitting every small operation in two.
+        Each chunk draws from its own generator, seeded in order from ``generator``: the result does
+        not depend on the number of threads or on which thread ran a chunk.
         """
-        if images.device.type != "cpu":
-            return len(images)
-        per_sample = images[:1].numel() * images.element_size()
-        return max(1, self.CPU_CHUNK_BYTES // per_sample)
+        chunk = self._cpu_chunk()
+        parts = [slice(i, i + chunk) for i in range(0, len(images), chunk)]
+        seeds = _randint(0, 2**62, (len(parts),), generator, "cpu").tolist()
 
-    def _synthesize(self, images: torch.Tensor, generator, out: torch.Tensor) -> torch.Tensor:
-        """Blend pseudo-anomalies into ``images``, writing them to ``out``; return the masks."""
+        def work(k: int) -> int:
+            part = parts[k]
+            return self._synthesize(images[part], torch.Generator().manual_seed(seeds[k]), out[part], masks[part])
+
+        threads = min(torch.get_num_threads(), len(parts))
+        if threads == 1:
+            return sum(map(work, range(len(parts))))
+        # torch.set_num_threads in a worker applies to that thread only (OpenMP's per-thread setting)
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return sum(pool.map(work, range(len(parts))))
+
+    def _cpu_chunk(self) -> int:
+        return max(1, self.CPU_CHUNK_PIXELS // self.image_size**2)
+
+    def _synthesize(self, images: torch.Tensor, generator, out: torch.Tensor, masks: torch.Tensor) -> int:
+        """Blend pseudo-anomalies into ``images``, writing them to ``out`` and the masks to ``masks``.
+
+        Returns how many masks came out empty at the first draw.
+        """
         device, b = images.device, images.shape[0]
         pick = _randint(0, len(self.sources), (b,), generator, device)
-        src = augment_sources(self.sources[pick].to(images.dtype) / 255, self.n_augment, generator)
-        masks = self.masks(b, generator, device).to(images.dtype)
+        src = augment_sources(self.sources[pick], self.n_augment, generator, self.source_histograms[pick])
+        src = src.to(images.dtype)
+        m, empty = self._masks(b, generator, device)
+        masks.copy_(m)
         beta = sample_beta(b, self.beta_range, generator, device).to(images.dtype)
         blend(images, masks, src, beta, out=out)
-        return masks
+        return empty
 
 
 # ----------------------------------------------------------------------------- elastic warps (CKAAD)
