@@ -113,7 +113,7 @@ def _gradient_noise(batch, height, width, res: torch.Tensor, generator, device, 
     py, px = y * (ry / height), x * (rx / width)
     fy, fx = py.floor(), px.floor()
     ty, tx = py - fy, px - fx  # position inside the cell, [0, 1)
-    cell = torch.addcmul(fx, fy, torch.tensor(float(r), device=device, dtype=dtype)).long()  # fy * r + fx
+    cell = torch.add(fx, fy, alpha=r).long()  # fy * r + fx
     cell = cell.expand(batch, height, width).reshape(batch, 1, -1)
     g = table.gather(2, cell.expand(batch, 8, cell.shape[-1])).view(batch, 8, height, width)
 

@@ -14,6 +14,7 @@ equalisation exactly so; tests compare) but draw their parameters per sample.
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,12 @@ _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, 
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
+@functools.lru_cache(maxsize=None)
+def _yiq(device, dtype):
+    """The RGB -> YIQ matrix and its inverse on ``device`` (made once per device and dtype)."""
+    return _TO_YIQ.to(device, dtype), _FROM_YIQ.to(device, dtype)
+
+
 def _hue_saturation(x, hue_deg, sat):
     """Rotate hue in YIQ space by ``hue_deg`` and scale saturation by ``sat``, per sample.
 
@@ -127,7 +134,8 @@ def _hue_saturation(x, hue_deg, sat):
     c, s, k = sat * torch.cos(a), sat * torch.sin(a), torch.ones_like(a)
     z = torch.zeros_like(a)
     chroma = torch.stack([torch.stack([k, z, z], -1), torch.stack([z, c, -s], -1), torch.stack([z, s, c], -1)], 1)
-    matrix = _FROM_YIQ.to(x) @ chroma @ _TO_YIQ.to(x)  # [n, 3, 3]
+    to_yiq, from_yiq = _yiq(x.device, x.dtype)
+    matrix = from_yiq @ chroma @ to_yiq  # [n, 3, 3]
     return (matrix @ x.flatten(2)).view_as(x)
 
 
