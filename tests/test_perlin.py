@@ -66,6 +66,17 @@ def test_no_nan_for_any_resolution(r):
     assert torch.isfinite(n).all()
 
 
+def test_octaves_add_finer_noise_at_falling_amplitude():
+    one = perlin_noise(3, 64, 64, res=2, generator=torch.Generator().manual_seed(0))
+    two = perlin_noise(3, 64, 64, res=2, octaves=2, persistence=0.5, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    base = perlin_noise(3, 64, 64, res=2, generator=g)
+    finer = perlin_noise(3, 64, 64, res=4, generator=g)  # the next draws from the same generator
+    assert torch.equal(base, one) and torch.allclose(two, base + 0.5 * finer, atol=1e-6)
+    with pytest.raises(ValueError, match="octaves"):
+        perlin_noise(1, 8, 8, octaves=0)
+
+
 def test_same_generator_same_output_other_seed_other_output():
     a = perlin_masks(4, 64, 64, generator=torch.Generator().manual_seed(3))
     b = perlin_masks(4, 64, 64, generator=torch.Generator().manual_seed(3))

@@ -139,13 +139,14 @@ def perlin_noise(batch: int, height: int, width: int, *, res=None, octaves: int 
     """
     if batch < 1 or height < 1 or width < 1:
         raise ValueError(f"batch, height and width must be positive; got {batch}, {height}, {width}")
+    if octaves < 1:
+        raise ValueError(f"octaves must be at least 1; got {octaves}")
     device = _device(device, generator)
     res = _as_res(res, batch, generator, device)
-    noise = torch.zeros(batch, height, width, device=device, dtype=dtype)
-    amplitude = 1.0
-    for k in range(octaves):
-        noise += amplitude * _gradient_noise(batch, height, width, res * 2**k, generator, device, dtype, degrees)
-        amplitude *= persistence
+    noise = _gradient_noise(batch, height, width, res, generator, device, dtype, degrees)
+    for k in range(1, octaves):
+        layer = _gradient_noise(batch, height, width, res * 2**k, generator, device, dtype, degrees)
+        noise.add_(layer, alpha=persistence**k)
     return (noise, res) if return_res else noise
 
 
