@@ -92,3 +92,9 @@ def test_kmeans_labels_and_authors_variant():
     assert cfg.margin == 10.0 and cfg.bce_target == "kmeans_or_labels"
     with pytest.raises(ValueError, match="unknown ablation"):
         ADLConfig().ablation("everything")
+
+
+def test_batches_with_more_normals_than_pseudo_anomalies(tile):
+    train, _ = tile
+    _, hist = train_adl(tiny(n_normal=6, n_pseudo=3, epochs=1), train)  # masks: 6 empty + 3 Perlin
+    assert len(hist["loss"]) == 1 and torch.isfinite(torch.tensor(hist["loss"])).all()

@@ -301,7 +301,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
                 fake = torch.cat([fake[:-n_shot], real["image"]])
                 fake_masks = torch.cat([fake_masks[:-n_shot], real["mask"]])
             images = torch.cat([normal["image"], fake])
-            masks = torch.cat([torch.zeros_like(fake_masks[:config.n_normal]), fake_masks])
+            masks = torch.cat([fake_masks.new_zeros(config.n_normal, *fake_masks.shape[1:]), fake_masks])
             labels = torch.cat([torch.zeros(config.n_normal, device=device), torch.ones(config.n_pseudo, device=device)])
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 out = model(images)
