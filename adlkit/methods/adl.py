@@ -38,6 +38,7 @@ from .. import metrics
 from ..data import ImageDataset, cache_tensors
 from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.backbone import backbone as make_backbone
+from ..models.backbone import concat_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
 from ..reweight import batch_weights
 from ..synth import PseudoAnomaly
@@ -122,9 +123,7 @@ class ADLModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict:
         maps = self.backbone(x)
-        size = maps[0].shape[-2:]  # 1/8 of the input for levels (2, 3, 4)
-        f = torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                                   for m in maps[1:]], 1)
+        f = concat_levels(maps)  # [B, C, H/8, W/8] for levels (2, 3, 4)
         score, patch = self.score_head(f)
         seg = F.interpolate(self.seg_head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"score": score, "patch": patch, "logit": self.cls_head(maps[-1]), "seg": seg, "last_block": maps[-1]}
@@ -368,8 +367,8 @@ def score_adl(model: ADLModel, test: ImageDataset, device=None, batch_size: int 
     cache = cache_tensors(test, device)
     model.eval()
     scores, maps = [], []
-    for start in range(0, len(cache), batch_size):
-        out = model(cache.batch(torch.arange(start, min(start + batch_size, len(cache))))["image"])
+    for batch in cache.batches(batch_size):
+        out = model(batch["image"])
         scores.append(out["score"].float().cpu())
         maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
     scores, maps = torch.cat(scores).numpy(), torch.cat(maps)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_score
+from ..models.backbone import concat_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
 from ..reweight import batch_weights
 
@@ -130,13 +131,7 @@ CLEAN, CONTAMINATED, PSEUDO = 0, 1, 2  # sample groups of the training set
 @torch.no_grad()
 def backbone_features(net, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Frozen-backbone features at its first returned level: every level upsampled there and concatenated."""
-    out = []
-    for chunk in images.split(batch_size):
-        maps = net(chunk)
-        size = maps[0].shape[-2:]
-        out.append(torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                                          for m in maps[1:]], 1))
-    return torch.cat(out)
+    return torch.cat([concat_levels(net(chunk)) for chunk in images.split(batch_size)])
 
 
 def feature_split(root, category: str, net, pseudo, image_size: int, ratio: float, seed: int = 0,

@@ -84,9 +84,8 @@ def fuse(normalized: dict | list, weights=CUE_WEIGHTS, eps: float = 1e-6) -> tor
 def _raw_cues(model, cache, batch_size: int = 32) -> dict:
     model.eval()
     out = {k: [] for k in CUES}
-    for start in range(0, len(cache), batch_size):
-        batch = cache.batch(torch.arange(start, min(start + batch_size, len(cache))))["image"]
-        for k, v in cues(model(batch)).items():
+    for batch in cache.batches(batch_size):
+        for k, v in cues(model(batch["image"])).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -110,6 +109,11 @@ def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = Non
 
 def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> torch.Tensor:
     """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1] (batched, model in eval mode)."""
+    return _localize(model, images, sigma_at_256)[0]
+
+
+def _localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict, dict]:
+    """:func:`localize`, plus the forward pass it ran (detached) and the cues of it: (maps, out, cues)."""
     model.eval()
     x = images.detach().clone().requires_grad_(True)
     out = model(x)
@@ -129,8 +133,9 @@ def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> torch.Te
             maps.append(m / q[:, None, None])
     amap = torch.stack(maps).mean(0)
     sigma = sigma_at_256 * h / 256
-    k = 2 * math.ceil(3 * sigma) + 1
-    return TF.gaussian_blur(amap[:, None], [k, k], [sigma, sigma])[:, 0].detach()
+    size = 2 * math.ceil(3 * sigma) + 1
+    amap = TF.gaussian_blur(amap[:, None], [size, size], [sigma, sigma])[:, 0].detach()
+    return amap, {k: v.detach() for k, v in out.items()}, {k: v.detach() for k, v in values.items()}
 
 
 def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset | None = None,
@@ -149,16 +154,17 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
         normalizers = fit_normalizers(model, train.subset([i for i, s in enumerate(train.samples) if s.label == 0]),
                                       shots, device)
     cache = cache_tensors(test, device)
-    raw = _raw_cues(model, cache)
+    raw, grad_maps, seg_maps = {k: [] for k in CUES}, [], []
+    for batch in cache.batches(batch_size):  # one forward pass per batch gives cues, gradient and segmentation maps
+        maps, out, values = _localize(model, batch["image"])
+        grad_maps.append(maps.cpu())
+        seg_maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
+        for k in CUES:
+            raw[k].append(values[k].cpu())
+    raw = {k: torch.cat(v) for k, v in raw.items()}
+    grad_maps, seg_maps = torch.cat(grad_maps), torch.cat(seg_maps)
     normed = {k: normalize_cue(raw[k], *normalizers[k]) for k in CUES}
     fused = fuse(normed, weights)
-    grad_maps, seg_maps = [], []
-    for start in range(0, len(cache), batch_size):
-        images = cache.batch(torch.arange(start, min(start + batch_size, len(cache))))["image"]
-        grad_maps.append(localize(model, images).cpu())
-        with torch.no_grad():
-            seg_maps.append(model(images)["seg"].float().softmax(1)[:, 1].cpu())
-    grad_maps, seg_maps = torch.cat(grad_maps), torch.cat(seg_maps)
     labels = cache.anomalous.cpu().numpy()
     masks = cache.masks[:, 0].cpu()
     result = {"raw": raw, "normalized": normed, "fused": fused.numpy(), "grad_maps": grad_maps, "seg_maps": seg_maps,

@@ -4,6 +4,7 @@ from .backbone import (
     BACKBONES,
     Backbone,
     backbone,
+    concat_levels,
     efficientnet_lite0_weights_path,
     efficientnet_pytorch_to_timm,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "ClassificationHead",
     "TopKScoreHead",
     "backbone",
+    "concat_levels",
     "efficientnet_lite0_weights_path",
     "efficientnet_pytorch_to_timm",
 ]

@@ -39,9 +39,11 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BACKBONES", "Backbone", "backbone", "efficientnet_lite0_weights_path", "efficientnet_pytorch_to_timm"]
+__all__ = ["BACKBONES", "Backbone", "backbone", "concat_levels", "efficientnet_lite0_weights_path",
+           "efficientnet_pytorch_to_timm"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -186,6 +188,13 @@ class Backbone(nn.Module):
     def __repr__(self) -> str:  # the layer-by-layer listing is still there: print(net.stem, net.stages)
         return (f"Backbone({self.name}, levels={self.levels}, channels={self.channels}, strides={self.strides}, "
                 f"weights={self.weights!r})")
+
+
+def concat_levels(maps: list[torch.Tensor]) -> torch.Tensor:
+    """One feature map from a backbone's levels: each upsampled (bilinear) to the first level's size, then
+    concatenated on channels. For levels (2, 3, 4): [B, sum(channels), H/8, W/8], ADL's feature map."""
+    size = maps[0].shape[-2:]
+    return torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]], 1)
 
 
 def _build_resnet(name: str, pretrained, levels, normalize):
