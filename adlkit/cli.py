@@ -113,6 +113,76 @@ def _dataset_root(spec: str, image_size: int) -> Path:
     raise ValueError(f"--data must be 'synthetic', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
 
 
+def _parse_value(name: str, text: str, default):
+    """A ``--set`` value in the type of the field's default."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if isinstance(default, bool):
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {name}={text}: expected true or false")
+    if isinstance(default, tuple):
+        return tuple(_parse_value(name, part, default[0] if default else 0.0) for part in text.split(","))
+    for kind in (int, float):
+        if isinstance(default, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(f"--set {name}={text}: expected a {kind.__name__}") from None
+    return text
+
+
+def config_changes(config_class, assignments: list[str]) -> dict:
+    """``["burn_in=2", "lam=0.5"]`` -> ``{"burn_in": 2, "lam": 0.5}``, typed like the config's fields."""
+    import dataclasses
+
+    defaults = {f.name: getattr(config_class(), f.name) for f in dataclasses.fields(config_class)}
+    changes = {}
+    for item in assignments or []:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
+        if name not in defaults:
+            raise ValueError(f"--set {name}: {config_class.__name__} has no such field; fields: {sorted(defaults)}")
+        changes[name] = _parse_value(name, text, defaults[name])
+    return changes
+
+
+# Fields that tell runs apart (besides the config itself); `collect` groups by them and reports the rest.
+RUN_FIELDS = ("method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
+              "train_backbone", "backbone", "image_size", "texture_source")
+METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO")
+
+
+def _run_key(row: dict) -> str:
+    """What makes a run the same run: every distinguishing field, the seed and the whole config."""
+    return json.dumps({**{k: row.get(k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config")},
+                      sort_keys=True, default=str)
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=here)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    return (commit + ("+uncommitted changes" if dirty.stdout.strip() else "")) if commit else None
+
+
+def _summary(row: dict) -> str:
+    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "grad_pixel_AUROC")
+             if row.get(k) is not None]
+    return ", ".join(shown) or "no metric (the test split has one class only)"
+
+
 def _cmd_run(args) -> int:
     import dataclasses
     import time
@@ -120,13 +190,20 @@ def _cmd_run(args) -> int:
     import torch
 
     from . import config as cfg_mod
+    from . import training
     from .data import MVTecLike, categories
     from .methods.adl import ADLConfig, run_contaminated
-    from .methods.multicue import score_multicue
+    from .methods.multicue import MultiCueConfig, run_multicue
+    from .synth import PseudoAnomaly
 
+    config_class = MultiCueConfig if args.method == "multicue" else ADLConfig
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    done = training.read_results(out) if out is not None else []
+    if done and not (args.resume or args.overwrite):
+        raise FileExistsError(f"{out} exists; pass --resume to skip the runs it holds and add the rest, --overwrite "
+                              "to start it again, or choose another --out")
+    if args.overwrite:
+        done = []
     root = _dataset_root(args.data, args.image_size)
     available = categories(root)
     if not available:
@@ -137,82 +214,128 @@ def _cmd_run(args) -> int:
     missing = [c for c in cats if c not in available]
     if missing:
         raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
-    grid = [(c, e, s) for c in cats for e in args.contamination for s in args.seed]
+    rows = args.ablation or [None]
+    grid = [(c, e, s, a) for c in cats for e in args.contamination for s in args.seed for a in rows]
     if args.shard:
         i, n = args.shard
         grid = grid[i::n]
     device = torch.device(args.device) if args.device else cfg_mod.device()
-    base = ADLConfig.authors_code() if args.variant == "authors" else ADLConfig()
+    base = config_class.authors_code() if args.variant == "authors" else config_class()
     changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
-               "steps_per_epoch": args.steps, "lr": args.lr, "sources": args.sources}
+               "steps_per_epoch": args.steps, "lr": args.lr, "sources": args.sources, "train_backbone": args.train_backbone}
     base = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-    if args.ablation:
-        base = base.ablation(args.ablation)
-    results = []
-    for cat, eps, seed in grid:
+    settings = config_changes(config_class, args.set)
+    texture_source = PseudoAnomaly(8, sources=base.sources).source_kind
+    for name in rows:
+        if name is not None:
+            base.ablation(name)  # an unknown row fails before any run
+    shots = getattr(args, "shots", 0)
+    finished = {_run_key(r) for r in done}
+    if out is not None and args.overwrite:
+        training.write_json(out, [])
+    commit = _git_commit()
+    for cat, eps, seed, ablation in grid:
+        config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
+        config = dataclasses.replace(config, **settings)
+        row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
+               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+               "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
+               "train_backbone": config.train_backbone, "backbone": config.backbone, "image_size": config.image_size,
+               "texture_source": texture_source, "seed": seed, "config": dataclasses.asdict(config)}
+        name = f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
+        if _run_key(row) in finished:
+            print(f"{name}: already in {out}, skipped (--resume)")
+            continue
         t0 = time.perf_counter()
         train, test = MVTecLike(root, cat, "train", base.image_size), MVTecLike(root, cat, "test", base.image_size)
-        config = dataclasses.replace(base, seed=seed)
-        ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}" if args.checkpoint else None
-        shots = getattr(args, "shots", 0)
-        r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, n_shots=shots,
-                             scorer=score_multicue if args.method == "multicue" else None, checkpoint_dir=ckpt,
-                             resume=args.resume, overwrite=args.overwrite, progress=True)
-        hist, report = r["history"], r["report"]
-        row = {"method": args.method, "dataset": args.data, "shots": shots, "category": cat, "contamination": eps, "seed": seed,
-               "image_AUROC": r.get("image_AUROC"), "image_AUPR": r.get("image_AUPR"),
-               "pixel_AUROC": r.get("pixel_AUROC"), "backbone": hist["backbone"], "weights": hist["weights"],
-               "device": str(device), "train_seconds": round(hist["seconds"], 2),
-               "wall_seconds": round(time.perf_counter() - t0, 2), "leaky": args.leaky,
-               "n_contaminated": report.n_contaminated, "config": dataclasses.asdict(config)}
-        row.update({k: v for k, v in r.items() if k.endswith(("_AUROC", "_AUPR", "_AUPRO")) and k not in row})
-        results.append(row)
-        print(f"{args.method} {cat} contamination={eps:g} seed={seed}: image AUROC {row['image_AUROC']:.3f} "
-              f"AUPR {row['image_AUPR']:.3f} ({hist['backbone']}, {row['wall_seconds']:.0f} s on {device})")
+        tag = f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
+        ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}{tag}" if args.checkpoint else None
+        kwargs = dict(checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+        if args.method == "multicue":
+            r = run_multicue(config, train, test, eps, shots, device, leaky=args.leaky, **kwargs)
+        else:
+            r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, **kwargs)
+        hist = r["history"]
+        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
+        row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
+                   device=str(device), train_seconds=round(hist["seconds"], 2),
+                   wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,
+                   n_test=len(r["split"].test), commit=commit)
+        if out is not None:
+            training.append_result(out, row)  # atomically, run by run: a crash loses no finished run
+        print(f"{name}: {_summary(row)} "
+              f"({hist['backbone']}, {'end to end' if config.train_backbone else 'frozen'}, "
+              f"{row['wall_seconds']:.0f} s on {device})", flush=True)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=str))
-        print(f"wrote {len(results)} result(s) to {out}")
+        print(f"{out} holds {len(training.read_results(out))} result(s)")
     return 0
+
+
+def _fmt_mean(values: list[float]) -> str:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v.mean():.3f}"
+
+
+def collect_rows(rows: list[dict]) -> list[dict]:
+    """One line per distinct setting (every field in RUN_FIELDS plus the config without its seed), with
+    every metric present as mean ± std over seeds and the number of seeds ``n``."""
+    from collections import defaultdict
+
+    groups = defaultdict(list)
+    for r in rows:
+        config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+        key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS}, "config": config}, sort_keys=True, default=str)
+        groups[key].append(r)
+    varying = [k for k in RUN_FIELDS if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
+    shown = [k for k in ("method", "category", "contamination") if k not in varying] + varying
+    configs = {k: json.loads(k)["config"] for k in groups}
+    differing = sorted({f for c in configs.values() for f in c if len({json.dumps(d.get(f)) for d in configs.values()}) > 1}
+                       - set(RUN_FIELDS) - {"ablation"})
+    metric_names = sorted({k for r in rows for k in r if k.endswith(METRIC_SUFFIXES) and r[k] is not None},
+                          key=lambda k: (not k.startswith("image_"), k))
+    table = []
+    for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)) for k in shown]):
+        line = {k: rs[0].get(k) for k in shown}
+        for f in differing:
+            line[f] = configs[key].get(f)
+        line["n"] = len(rs)
+        for m in metric_names:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            line[m] = _fmt_mean(vals) if vals else ""
+        table.append(line)
+    return table
 
 
 def _cmd_collect(args) -> int:
     import csv
-    from collections import defaultdict
 
-    import numpy as np
+    from . import training
 
     rows = []
     for path in args.results:
-        data = json.loads(Path(path).read_text())
-        rows += data if isinstance(data, list) else [data]
+        rows += training.read_results(path) if Path(path).exists() else []
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no result file {path}")
     if not rows:
         raise ValueError("the result files hold no results")
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r.get("method", "?"), r["category"], float(r["contamination"]))].append(r)
     out = Path(args.out)
     for suffix in (".csv", ".md"):
         if out.with_suffix(suffix).exists() and not args.overwrite:
             raise FileExistsError(f"{out.with_suffix(suffix)} exists; pass --overwrite or choose another --out")
-    table = []
-    for (method, cat, eps), rs in sorted(groups.items()):
-        line = {"method": method, "category": cat, "contamination": eps, "seeds": len(rs)}
-        for metric in ("image_AUROC", "image_AUPR", "pixel_AUROC"):
-            vals = np.array([r[metric] for r in rs if r.get(metric) is not None], dtype=float)
-            line[metric] = f"{vals.mean():.3f} ± {vals.std():.3f}" if vals.size else ""
-        table.append(line)
+    table = collect_rows(rows)
+    header = list(dict.fromkeys(k for line in table for k in line))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer = csv.DictWriter(fh, fieldnames=header)
         writer.writeheader()
         writer.writerows(table)
-    header = list(table[0])
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(str(t[h]) for h in header) + " |" for t in table]
+    md += ["| " + " | ".join(str(t.get(h, "")) for h in header) + " |" for t in table]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')} ({len(rows)} results)")
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')} ({len(rows)} results, {len(table)} settings)")
     return 0
 
 
@@ -229,16 +352,26 @@ def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
     adl.add_argument("--image-size", type=int, default=256)
     adl.add_argument("--lr", type=float)
     adl.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
+    mode = adl.add_mutually_exclusive_group()
+    mode.add_argument("--train-backbone", dest="train_backbone", action="store_true", default=None,
+                      help="fine-tune the backbone end to end (the paper; the default)")
+    mode.add_argument("--frozen", dest="train_backbone", action="store_false",
+                      help="frozen backbone, features cached once, a pseudo-anomaly pool (fits a CPU)")
+    adl.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                     help="any config field, e.g. --set burn_in=2 lam=0.5 alpha=0.3 use_seg=false")
     adl.add_argument("--variant", choices=["paper", "authors"], default="paper",
                      help="authors: gamma = 10 and k-means labels OR-ed with y, as the official code")
-    adl.add_argument("--ablation", help="a row of Table 2, e.g. 'deviation only'")
-    adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: built-in sources")
+    adl.add_argument("--ablation", nargs="+", help="one or more rows of Table 2, e.g. 'deviation only' (a grid axis)")
+    adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: ADLKIT_TEXTURES, "
+                                       "else built-in sources")
     adl.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (official code)")
     adl.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
-    adl.add_argument("--out", help="write the results (a JSON list) here")
+    adl.add_argument("--out", help="append each finished run to this JSON list (atomically)")
     adl.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt after every epoch)")
-    adl.add_argument("--resume", action="store_true", help="continue from the checkpoints in --checkpoint")
-    adl.add_argument("--overwrite", action="store_true", help="allow replacing --out and existing checkpoints")
+    adl.add_argument("--resume", action="store_true",
+                     help="skip the runs already in --out and continue checkpointed runs from --checkpoint")
+    adl.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
+    adl.add_argument("--progress", action="store_true", help="a progress bar per run")
     adl.set_defaults(func=_cmd_run)
 
 
@@ -263,16 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("execute", help="run notebooks headless in order and print their wall times")
     run.add_argument("notebooks", nargs="*", help="notebook files (default: notebooks/NN_*.ipynb)")
-    run.add_argument("--full", action="store_true", help="full mode (ADLKIT_QUICK=0): meant for a GPU")
+    run.add_argument("--full", action="store_true",
+                     help="full mode (ADLKIT_QUICK=0): the papers' plots, <= 15 min a notebook on 2 CPU cores")
     run.add_argument("--save-figures", action="store_true", help="write figures/ (ADLKIT_SAVE_FIGURES=1)")
     run.add_argument("--out", default="build/notebooks", help="where executed copies go")
     run.set_defaults(func=_cmd_execute)
 
     method = sub.add_parser("run", help="train and score a method from the command line")
     method_sub = method.add_subparsers(dest="method", required=True)
-    adl = method_sub.add_parser("adl", help="ADL under contamination (seed 000)")
+    adl = method_sub.add_parser("adl", help="ADL under contamination (Das, Pang & Bhuyan, 2024, arXiv:2411.09558)")
     _add_run_arguments(adl)
-    mc = method_sub.add_parser("multicue", help="multi-cue ADL with few labelled anomalies (seed 001)")
+    mc = method_sub.add_parser("multicue", help="multi-cue ADL with few labelled anomalies (Das & Bhuyan, 2026, "
+                                                "arXiv:2601.22913)")
     _add_run_arguments(mc)
     mc.add_argument("--shots", type=int, default=10, help="labelled real anomalies per class, taken out of the test set")
 
@@ -288,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, RuntimeError) as err:
+    except (OSError, ValueError, ImportError, RuntimeError) as err:  # OSError: missing or unreadable files
         print(f"adlkit: error: {err}", file=sys.stderr)
         return 2
 

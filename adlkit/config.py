@@ -3,15 +3,17 @@
 Everything here is read from environment variables so that a notebook, the CLI and CI
 all agree without passing flags around:
 
-=====================  =========================================================  ==============
-variable               meaning                                                    default
-=====================  =========================================================  ==============
-``ADLKIT_QUICK``       ``1``: quick mode (tiny sizes, CPU-friendly); ``0``: full   ``1``
-``ADLKIT_DEVICE``      ``cpu``, ``cuda``, ``cuda:1``, ``mps``                       best available
-``ADLKIT_DATA``        where real datasets live (MVTec AD, VisA, ...)              ``~/data``
-``ADLKIT_CACHE``       where generated data and caches go                          ``~/.cache/adlkit``
-``ADLKIT_SAVE_FIGURES`` ``1``: :func:`adlkit.viz.savefig` writes ``figures/``       ``0``
-=====================  =========================================================  ==============
+=======================  =========================================================  ==============
+variable                 meaning                                                    default
+=======================  =========================================================  ==============
+``ADLKIT_QUICK``         ``1``: quick mode (tiny sizes, CPU-friendly); ``0``: full   ``1``
+``ADLKIT_DEVICE``        ``cpu``, ``cuda``, ``cuda:1``, ``mps``                       best available
+``ADLKIT_DATA``          where real datasets live (MVTec AD, VisA, ...)              ``~/data``
+``ADLKIT_CACHE``         where generated data and caches go                          ``~/.cache/adlkit``
+``ADLKIT_TEXTURES``      a folder of texture images (e.g. DTD's ``images/``): the    unset (built-in
+                         anomaly sources of Perlin pseudo-anomalies                  sources)
+``ADLKIT_SAVE_FIGURES``  ``1``: :func:`adlkit.viz.savefig` writes ``figures/``       ``0``
+=======================  =========================================================  ==============
 """
 
 from __future__ import annotations
@@ -110,6 +112,24 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     """Where adlkit writes generated data and caches (``ADLKIT_CACHE``, default ``~/.cache/adlkit``)."""
     path = Path(os.environ.get("ADLKIT_CACHE", Path.home() / ".cache" / "adlkit")).expanduser()
+    return path
+
+
+def textures_dir() -> Path | None:
+    """The folder of texture images named by ``ADLKIT_TEXTURES`` (e.g. DTD's ``images/``), or None when unset.
+
+    :class:`adlkit.synth.PseudoAnomaly` draws its anomaly sources from it; without it, from the
+    built-in sources. A set but missing folder is an error, not a silent fallback.
+    """
+    raw = os.environ.get("ADLKIT_TEXTURES", "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise ValueError(
+            f"ADLKIT_TEXTURES={raw!r} is not a folder. Point it at a folder of texture images "
+            "(e.g. DTD's images/ folder), or unset ADLKIT_TEXTURES to use the built-in anomaly sources."
+        )
     return path
 
 

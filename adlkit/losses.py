@@ -1,6 +1,8 @@
 """Losses of deviation learning (DevNet, ADL) and of the segmentation head.
 
-Equation numbers refer to ADL (seed 000), which restates DevNet (Pang et al., KDD 2019):
+Equation numbers refer to ADL (A. S. Das, G. Pang, M. Bhuyan, *Adaptive Deviation Learning for
+Visual Anomaly Detection with Data Contamination*, arXiv:2411.09558, 2024), which restates DevNet
+(G. Pang, C. Shen, A. van den Hengel, *Deep Anomaly Detection with Deviation Networks*, KDD 2019):
 
 * eq. 2  image score = mean of the top-K patch scores            :func:`top_k_mean`
 * eq. 3  reference scores r_1..r_m ~ N(mu, sigma), their mean/std  :func:`reference_stats`

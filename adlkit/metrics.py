@@ -18,7 +18,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["aupro", "f1_max", "image_aupr", "image_auroc", "pixel_aupr", "pixel_auroc", "pro_curve"]
+__all__ = ["aupro", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr", "pixel_auroc", "pixel_metrics",
+           "pro_curve"]
 
 
 def _np(x) -> np.ndarray:
@@ -156,3 +157,22 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
         x, y = np.r_[x, fpr_limit], np.r_[y, y_at]
     area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
     return min(area / fpr_limit, 1.0)
+
+
+def image_metrics(scores, labels, prefix: str = "") -> dict:
+    """``{prefix}image_AUROC`` and ``{prefix}image_AUPR``, or {} when the labels hold one class only
+    (the metrics are undefined there: a result reports only what it could measure)."""
+    labels = _np(labels)
+    if not 0 < labels.sum() < len(labels):
+        return {}
+    return {f"{prefix}image_AUROC": image_auroc(scores, labels), f"{prefix}image_AUPR": image_aupr(scores, labels)}
+
+
+def pixel_metrics(maps, masks, prefix: str = "") -> dict:
+    """``{prefix}pixel_AUROC``, ``{prefix}pixel_AUPR`` and ``{prefix}pixel_AUPRO``, or {} when the masks
+    have no anomalous pixel (e.g. a dataset with image labels only)."""
+    masks_np = _np(masks)
+    if not masks_np.any() or masks_np.all():
+        return {}
+    return {f"{prefix}pixel_AUROC": pixel_auroc(maps, masks), f"{prefix}pixel_AUPR": pixel_aupr(maps, masks),
+            f"{prefix}pixel_AUPRO": aupro(maps, masks)}

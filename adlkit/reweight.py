@@ -1,4 +1,7 @@
-"""Closed-form per-minibatch instance weights (ADL, seed 000, eqs. 7-11).
+"""Closed-form per-minibatch instance weights (ADL, eqs. 7-11).
+
+ADL: A. S. Das, G. Pang, M. Bhuyan. Adaptive Deviation Learning for Visual Anomaly Detection with
+Data Contamination. arXiv:2411.09558, 2024 (WACV 2025).
 
 A contaminated training set holds anomalies labelled "normal"; the model fits them badly, so their
 loss is high. ADL weighs each sample of a minibatch by solving (eq. 7)

@@ -83,7 +83,7 @@ def _execute(nb, tmp_path):
 
     os.environ.setdefault("ADLKIT_QUICK", "1")
     NotebookClient(nb, km=current_env_kernel_manager(), timeout=600,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(cleanup_kc=True)  # shut the kernel down
 
 
 def test_student_version_fails_at_the_exercise_and_the_reference_answer_passes(tmp_path):

@@ -1,4 +1,5 @@
-"""The notebook contract (DESIGN §3) for every committed notebook."""
+"""The notebook contract for every committed notebook: title and learning goals, a seeded setup cell,
+one ``parameters`` cell, an exercise with its checker, Summary / Exercises / References, no outputs."""
 import json
 from pathlib import Path
 

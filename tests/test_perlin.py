@@ -1,4 +1,5 @@
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from adlkit.synth import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_perlin import rand_perlin_2d_np  # noqa: E402  DRAEM's NumPy formulation
 
-DTD = Path(__file__).resolve().parents[2] / "shared" / "data" / "dtd10"
+DTD = os.environ.get("ADLKIT_TEXTURES", "").strip()  # a folder of real textures (DTD), when you have one
 
 
 def test_fade_endpoints_and_derivatives():
@@ -242,10 +243,10 @@ def test_builtin_sources_and_texture_folder(tmp_path):
         load_texture_sources(tmp_path / "empty", 16)
 
 
-@pytest.mark.skipif(not DTD.is_dir(), reason="../shared/data/dtd10 not present (optional)")
+@pytest.mark.skipif(not (DTD and Path(DTD).is_dir()), reason="set ADLKIT_TEXTURES=<folder of DTD images> (optional)")
 def test_dtd_folder_as_source():
     pa = PseudoAnomaly(32, sources=DTD, max_sources=20)
-    assert len(pa.sources) == 20 and "dtd10" in repr(pa)
+    assert 0 < len(pa.sources) <= 20 and DTD in repr(pa)
 
 
 def test_elastic_matches_torchvision_kernel_and_is_seeded():

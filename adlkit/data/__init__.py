@@ -2,7 +2,15 @@
 
 from .cache import TensorCache, cache_tensors
 from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_from_split_csv
-from .protocols import ContaminationReport, FewShotReport, contaminate, few_shot, n_contaminated
+from .protocols import (
+    ContaminationReport,
+    FewShotReport,
+    ProtocolSplit,
+    contaminate,
+    few_shot,
+    n_contaminated,
+    protocol_split,
+)
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synthetic
 
 __all__ = [
@@ -12,6 +20,7 @@ __all__ = [
     "ContaminationReport",
     "FewShotReport",
     "ImageDataset",
+    "ProtocolSplit",
     "MVTecLike",
     "Sample",
     "TensorCache",
@@ -21,6 +30,7 @@ __all__ = [
     "elpv",
     "few_shot",
     "n_contaminated",
+    "protocol_split",
     "render_image",
     "synthetic",
     "visa_from_split_csv",

@@ -3,10 +3,11 @@
 Both are seeded and return a report that lists exactly which files moved where, so a result
 can always be traced back to its split.
 
-Contamination (ADL, seed 000 §4.1): with N_good normal training images and a target ratio
-epsilon, n_c = floor(epsilon / (1 - epsilon) * N_good) anomalous *test* images join the
-training set, labelled normal, each with zero-mean Gaussian noise (sigma = 2 on the 0-255
-scale in the official code) so they are not pixel-identical to any test image.
+Contamination (ADL: Das, Pang & Bhuyan, 2024, arXiv:2411.09558, §4.1): with N_good normal
+training images and a target ratio epsilon, n_c = floor(epsilon / (1 - epsilon) * N_good)
+anomalous *test* images join the training set, labelled normal, each with zero-mean Gaussian
+noise (sigma = 2 on the 0-255 scale in the official code) so they are not pixel-identical to any
+test image.
 The official code leaves those originals in the test set, so the model is tested on images it
 was trained on. adlkit removes them (``leaky=False``, the default); ``leaky=True`` reproduces
 the paper's protocol for comparison.
@@ -22,7 +23,8 @@ import numpy as np
 
 from .datasets import ImageDataset, relabel
 
-__all__ = ["ContaminationReport", "FewShotReport", "contaminate", "few_shot", "n_contaminated"]
+__all__ = ["ContaminationReport", "FewShotReport", "ProtocolSplit", "contaminate", "few_shot", "n_contaminated",
+           "protocol_split"]
 
 
 def n_contaminated(ratio: float, n_good: int) -> int:
@@ -131,3 +133,30 @@ def few_shot(test: ImageDataset, n_per_class: int, seed: int = 0) -> tuple[Image
     shots = test.subset(chosen, name=f"{test.name}-shots{n_per_class}")
     rest = test.subset([i for i in range(len(test)) if i not in chosen_set], name=f"{test.name}-without-shots")
     return shots, rest, FewShotReport(n_per_class, seed, [str(test.samples[i].path) for i in chosen], by_class)
+
+
+@dataclass
+class ProtocolSplit:
+    """One run's data under ADL's protocol: the contaminated training set, the labelled anomalies
+    (shots, multi-cue ADL), the test set that is scored, and the reports of both moves."""
+
+    train: ImageDataset
+    test: ImageDataset
+    shots: ImageDataset
+    report: ContaminationReport
+    shot_report: FewShotReport
+
+    @property
+    def contaminated(self) -> ImageDataset:
+        """The anomalies hidden in the training set (labelled normal)."""
+        return self.train.subset([i for i, s in enumerate(self.train.samples) if s.truth == 1 and s.label == 0])
+
+
+def protocol_split(train: ImageDataset, test: ImageDataset, ratio: float, seed: int = 0, *, leaky: bool = False,
+                   n_shots: int = 0) -> ProtocolSplit:
+    """Contaminate the training set (:func:`contaminate`), then take ``n_shots`` labelled anomalies per
+    class out of what is left of the test set (:func:`few_shot`); both seeded by ``seed``. The one place
+    ADL and multi-cue ADL get their data from."""
+    c_train, c_test, report = contaminate(train, test, ratio, seed=seed, leaky=leaky)
+    shots, c_test, shot_report = few_shot(c_test, n_shots, seed=seed)
+    return ProtocolSplit(c_train, c_test, shots, report, shot_report)

@@ -1,50 +1,67 @@
-"""ADL - adaptive deviation learning under training-set contamination (seed 000), Algorithm 1.
+"""ADL: adaptive deviation learning under training-set contamination (Algorithm 1).
 
-Model (DESIGN §6): backbone levels 2-4 (ResNet-18: 128 + 256 + 512 = 896 channels) upsampled to
-1/8 resolution and concatenated; three heads on top:
+A. S. Das, G. Pang, M. Bhuyan. *Adaptive Deviation Learning for Visual Anomaly Detection with Data
+Contamination.* arXiv:2411.09558, 2024 (WACV 2025).
 
-* score head       1x1 conv -> |.| -> mean of the top-K patches (eq. 2)         -> s
-* classification   GAP(level 4) -> linear -> sigmoid                            -> p
-* segmentation     3x3 conv-BN-ReLU -> 1x1 conv to 2 channels, at input size    -> anomaly map
+Model: backbone levels 2-4 (ResNet-18: 128 + 256 + 512 = 896 channels) upsampled to 1/8 resolution
+and concatenated, with three heads on top (:class:`ADLHeads`):
 
-One training step (:func:`adl_losses`), with a batch of n normal-labelled training images (clean or,
-unknown to the learner, contaminated) and n Perlin pseudo-anomalies (label 1, with masks):
+* score head       1x1 conv -> |.| -> mean of the top-K patches (eq. 2)          -> s
+* classification   GAP(level 4) -> linear -> sigmoid                             -> p
+* segmentation     1x1 conv-BN-ReLU -> 1x1 conv to 2 channels, upsampled to the input -> anomaly map
 
-1. z = (s - mu_R) / sigma_R with (mu_R, sigma_R) from m reference draws (eq. 3)
+Algorithm 1, as :func:`train_adl` runs it. Each step takes a batch of n normal-labelled training
+images (clean or, unknown to the learner, contaminated) and n Perlin pseudo-anomalies with their
+masks (:func:`sample_batch`), then :func:`adl_step` computes:
+
+1. z = (s - mu_R) / sigma_R with (mu_R, sigma_R) from m reference draws r ~ N(0, 1)   (eq. 3)
 2. l_dev = deviation loss (eq. 4) during burn-in; afterwards soft deviation (eq. 5) with p detached
-3. l_bce = BCE(p, target), target = the labels, alternating step by step with k-means(2) labels of the
-   batch's scores (authors' code: k-means labels OR-ed with y, used with probability 0.6)
-4. per-batch instance weights w (for l_dev) and v (for l_bce), uniform during burn-in (eqs. 8-10)
+3. l_bce = BCE(p, target); the target (:func:`bce_target`) alternates step by step between the labels
+   and k-means(2) labels of the batch's scores (authors' code: k-means labels OR-ed with y, p = 0.6)
+4. per-batch instance weights w (for l_dev) and v (for l_bce), uniform during burn-in  (eqs. 8-10)
 5. l_seg = focal loss (gamma = 2) of the segmentation head against the Perlin masks
 6. loss = sum_i w_i l_dev,i + sum_i v_i l_bce,i + mean(l_seg)
 
-Every term can be switched off for the ablation (Table 2). Inputs are images in [0, 1]; the
-backbone normalises them itself (the authors' code feeds [0, 1] without ImageNet normalisation:
+Every term can be switched off for the ablation (Table 2). Inputs are images in [0, 1]; the backbone
+normalises them itself (the authors' code feeds [0, 1] without ImageNet normalisation:
 ``normalize_input=False`` reproduces that).
+
+Two settings (``ADLConfig.train_backbone``):
+
+* ``True`` (the paper): the backbone is fine-tuned end to end; pseudo-anomalies are synthesised for
+  every batch.
+* ``False`` (frozen, what runs on a CPU): the backbone is frozen, the training images are featurised
+  once, and the pseudo-anomalies come from a seeded pool (:func:`pseudo_pool`) synthesised and
+  featurised once. Only the three heads train. Everything else in Algorithm 1 is unchanged. The
+  heads share no parameters here, so the segmentation head cannot move the image score: with a
+  frozen backbone, the image-level results with and without ``use_seg`` are identical (a test checks).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics
+from .. import metrics, training
+from ..config import cache_dir
 from ..data import ImageDataset, cache_tensors
 from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.backbone import backbone as make_backbone
-from ..models.backbone import concat_levels
+from ..models.backbone import conv1x1_on_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
 from ..reweight import batch_weights
 from ..synth import PseudoAnomaly
 
-__all__ = ["ADLConfig", "ABLATIONS", "ADLModel", "adl_losses", "kmeans_labels", "train_adl", "score_adl", "run_contaminated",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["ADLConfig", "ABLATIONS", "ADLHeads", "ADLModel", "ADLData", "PseudoPool", "featurize", "pseudo_pool",
+           "prepare_data", "sample_batch", "bce_target", "adl_step", "kmeans_labels", "train_adl", "score_adl",
+           "run_contaminated", "load_checkpoint"]
 
 
 @dataclass
@@ -57,6 +74,8 @@ class ADLConfig:
     layers: tuple = (2, 3, 4)
     normalize_input: bool = True
     image_size: int = 256
+    train_backbone: bool = True  # False: frozen backbone, features cached once, a pseudo-anomaly pool
+    pool_size: int = 1000  # frozen setting: pseudo-anomalies synthesised and featurised once
     # losses (eqs. 2-5)
     margin: float = 5.0  # gamma; the authors' code uses 10
     topk_ratio: float = 0.1
@@ -83,20 +102,24 @@ class ADLConfig:
     n_pseudo: int = 24
     lr: float = 2e-4
     beta_range: tuple = (0.1, 1.0)
-    sources: str | None = None  # texture folder for pseudo-anomalies (DTD); None: built-in sources
-    shots_per_batch: int = 4  # multi-cue ADL: labelled real anomalies replacing pseudo-anomalies in a batch
+    sources: str | None = None  # texture folder for pseudo-anomalies (DTD); None: ADLKIT_TEXTURES or built-in
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 0
 
     @classmethod
-    def authors_code(cls, **changes) -> ADLConfig:
+    def authors_code(cls, **changes):
         """The variant the authors' code runs: gamma = 10, k-means labels OR-ed with y (p = 0.6)."""
         return cls(**{"margin": 10.0, "bce_target": "kmeans_or_labels", **changes})
 
-    def ablation(self, name: str) -> ADLConfig:
+    def ablation(self, name: str):
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; rows: {list(ABLATIONS)}")
         return replace(self, **ABLATIONS[name])
+
+    def ablation_name(self) -> str | None:
+        """The Table 2 row these switches make, or None when they match no row."""
+        switches = {k: getattr(self, k) for k in ("use_reweight", "use_bce", "use_soft", "use_seg")}
+        return next((name for name, row in ABLATIONS.items() if row == switches), None)
 
 
 # Table 2: which ingredients are on in each row.
@@ -110,25 +133,243 @@ ABLATIONS = {
 }
 
 
+# ----------------------------------------------------------------------------- model
+class ADLHeads(nn.Module):
+    """The three heads on a backbone's levels (a list of [B, C_l, h_l, w_l], level 2 first).
+
+    The score head and the segmentation head's first layer are 1x1 convolutions of the concatenated,
+    upsampled levels; they are computed level by level (``conv1x1_on_levels``, the same numbers).
+    """
+
+    def __init__(self, channels: list[int], topk_ratio: float = 0.1, seg_hidden: int = 64):
+        super().__init__()
+        c = sum(channels)
+        self.score_head = TopKScoreHead(c, topk_ratio)
+        self.cls_head = ClassificationHead(channels[-1])
+        self.seg_in = nn.Conv2d(c, seg_hidden, 1)
+        self.seg_out = nn.Sequential(nn.BatchNorm2d(seg_hidden), nn.ReLU(inplace=True), nn.Conv2d(seg_hidden, 2, 1))
+
+    def forward(self, maps: list[torch.Tensor], size, seg: bool = True) -> dict:
+        """``seg=False`` skips the segmentation head (a run that does not train it)."""
+        score, patch = self.score_head(maps)  # [B], [B, 1, H/8, W/8]
+        out = {"score": score, "patch": patch, "logit": self.cls_head(maps[-1])}
+        if seg:
+            logits = self.seg_out(conv1x1_on_levels(self.seg_in, maps))  # [B, 2, H/8, W/8]
+            out["seg"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # [B, 2, H, W]
+        return out
+
+
 class ADLModel(nn.Module):
+    """Backbone + :class:`ADLHeads`; ``forward(images [B, 3, H, W] in [0, 1])`` -> score, patch, logit, seg."""
+
     def __init__(self, config: ADLConfig):
         super().__init__()
+        self.config = config
         self.backbone = make_backbone(config.backbone, pretrained=config.pretrained, layers=config.layers,
                                       normalize=config.normalize_input)
-        c = sum(self.backbone.channels)
-        self.score_head = TopKScoreHead(c, config.topk_ratio)
-        self.cls_head = ClassificationHead(self.backbone.channels[-1])
-        self.seg_head = nn.Sequential(nn.Conv2d(c, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-                                      nn.Conv2d(128, 2, 1))
+        self.heads = ADLHeads(self.backbone.channels, config.topk_ratio)
+        self.frozen = not config.train_backbone
+        if self.frozen:
+            self.backbone.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> dict:
-        maps = self.backbone(x)
-        f = concat_levels(maps)  # [B, C, H/8, W/8] for levels (2, 3, 4)
-        score, patch = self.score_head(f)
-        seg = F.interpolate(self.seg_head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return {"score": score, "patch": patch, "logit": self.cls_head(maps[-1]), "seg": seg, "last_block": maps[-1]}
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # a frozen backbone keeps its BatchNorm statistics
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor, seg: bool = True) -> dict:
+        return self.heads(self.backbone(x), x.shape[-2:], seg)
 
 
+# ----------------------------------------------------------------------------- frozen setting: cached features
+_MEMO: OrderedDict = OrderedDict()  # (backbone, what) -> features: reused by every run in this process
+_MEMO_LIMIT = 8
+
+
+def _backbone_key(net) -> tuple:
+    first = next(net.parameters())
+    return (net.name, net.weights, tuple(net.levels), net.normalize, float(first.detach().double().sum()))
+
+
+def _images_key(images: torch.Tensor) -> str:
+    return hashlib.sha1(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _remember(key, make):
+    if key not in _MEMO:
+        _MEMO[key] = make()
+        while len(_MEMO) > _MEMO_LIMIT:
+            _MEMO.popitem(last=False)
+    _MEMO.move_to_end(key)
+    return _MEMO[key]
+
+
+@torch.no_grad()
+def featurize(net, images: torch.Tensor, batch_size: int = 32) -> list[torch.Tensor]:
+    """A frozen backbone's levels for ``images`` (uint8 or float in [0, 1], [N, 3, S, S]), in batches.
+
+    Remembered (per backbone and image content) for the rest of the process, so runs that share images
+    (the clean training images of every contamination level, the test set) featurise them once.
+    """
+    def compute():
+        was = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        out = []
+        for chunk in images.split(batch_size):
+            x = chunk.to(device)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            out.append([m.contiguous() for m in net(x.contiguous(memory_format=torch.channels_last))])
+        net.train(was)
+        return [torch.cat(level) for level in zip(*out)] if out else []
+
+    return _remember((_backbone_key(net), "images", _images_key(images)), compute)
+
+
+@dataclass
+class PseudoPool:
+    """Frozen setting: ``size`` pseudo-anomalies, their masks (bool [P, 1, S, S]) and backbone levels."""
+
+    features: list[torch.Tensor]
+    masks: torch.Tensor
+    source_kind: str
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+
+def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk: int = 64) -> PseudoPool:
+    """``config.pool_size`` pseudo-anomalies on bases drawn from ``images`` (uint8 [N, 3, S, S]), made
+    with their own generators (seeded from ``config.seed``, so the training stream does not depend on
+    whether the pool was remembered), featurised by the frozen ``net`` once.
+
+    Kept in memory for the process and on disk under ``ADLKIT_CACHE/pools`` (keyed by the backbone and
+    its weights, the pool's settings and the base images), so a notebook reuses a CLI grid's pools.
+    """
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    pseudo = PseudoAnomaly(config.image_size, sources=config.sources, beta_range=config.beta_range, device=device)
+    key = (_backbone_key(net), "pool", config.pool_size, config.seed, config.image_size, tuple(config.beta_range),
+           pseudo.source_kind, _images_key(images))
+
+    def compute():
+        path = cache_dir() / "pools" / f"{hashlib.sha1(repr(key).encode()).hexdigest()[:20]}.pt"
+        if path.exists():  # made by an earlier process (a CLI grid, a notebook) with the same settings
+            saved = torch.load(path, map_location=device, weights_only=True)
+            return PseudoPool(saved["features"], saved["masks"], saved["source_kind"])
+        pool = make()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"features": pool.features, "masks": pool.masks, "source_kind": pool.source_kind}, tmp)
+        tmp.replace(path)
+        return pool
+
+    def make():
+        g_pick = torch.Generator().manual_seed(config.seed + 2)
+        g_synth = torch.Generator(device=device).manual_seed(config.seed + 3)
+        bases = torch.randint(len(images), (config.pool_size,), generator=g_pick)
+        feats, masks = [], []
+        for idx in bases.split(chunk):
+            fake, mask, _ = pseudo(images[idx].to(device).float() / 255, g_synth)
+            feats.append(_features(net, fake))
+            masks.append(mask.bool())
+        return PseudoPool([torch.cat(level) for level in zip(*feats)], torch.cat(masks), pseudo.source_kind)
+
+    return _remember(key, compute)
+
+
+@torch.no_grad()
+def _features(net, x: torch.Tensor) -> list[torch.Tensor]:
+    """Levels of a frozen backbone for float images, not remembered (pool members are seen once)."""
+    net.eval()
+    return [m.contiguous() for m in net(x.contiguous(memory_format=torch.channels_last))]
+
+
+# ----------------------------------------------------------------------------- data and batches
+@dataclass
+class ADLData:
+    """What Algorithm 1 samples from: the normal-labelled training images (uint8; end to end) or their
+    frozen features (a list of levels; frozen setting), and the frozen setting's pseudo-anomaly pool."""
+
+    normal: torch.Tensor | list[torch.Tensor]
+    contaminated: torch.Tensor  # bool [N]: ground truth, only for the history of weights
+    pool: PseudoPool | None
+    pseudo: PseudoAnomaly | None  # end to end: synthesises each batch's pseudo-anomalies
+    image_size: int
+    backbone: nn.Module | None = None  # frozen: the backbone that made the features
+
+    def __len__(self) -> int:
+        return len(self.contaminated)
+
+    def take(self, index: torch.Tensor):
+        """Model inputs for these normal images: float images in [0, 1], or their levels."""
+        if isinstance(self.normal, list):
+            return [level[index] for level in self.normal]
+        return self.normal[index].float() / 255
+
+
+def prepare_data(config: ADLConfig, model: ADLModel, train: ImageDataset, device,
+                 pool_from: ImageDataset | None = None) -> ADLData:
+    """Decode the training set once; in the frozen setting also featurise it and build the pool.
+
+    ``pool_from``: the images the pool's pseudo-anomalies are made on (default: the normal-labelled
+    training images). :func:`run_contaminated` passes the uncontaminated training set, so every
+    contamination level of a seed trains on the same pseudo-anomalies (a controlled comparison, and
+    one pool to featurise instead of one per level); contamination still enters through the
+    normal-labelled images, as in the paper.
+    """
+    if train.image_size != config.image_size:
+        raise ValueError(f"dataset image_size {train.image_size} != config.image_size {config.image_size}")
+    cache = cache_tensors(train, device)
+    normal = torch.nonzero(cache.labels == 0)[:, 0]
+    if len(normal) == 0:
+        raise ValueError("the training set has no normal-labelled images")
+    images = cache.images[normal]
+    contaminated = (cache.anomalous[normal] == 1).cpu()
+    if not config.train_backbone:
+        bases = images
+        if pool_from is not None:
+            base_cache = cache_tensors(pool_from, device)
+            bases = base_cache.images[base_cache.labels == 0]
+        return ADLData(featurize(model.backbone, images), contaminated, pseudo_pool(config, model.backbone, bases),
+                       None, config.image_size, model.backbone)
+    pseudo = PseudoAnomaly(config.image_size, sources=config.sources, beta_range=config.beta_range, device=device)
+    return ADLData(images, contaminated, None, pseudo, config.image_size)
+
+
+def _cat(a, b):
+    return [torch.cat([x, y]) for x, y in zip(a, b)] if isinstance(a, list) else torch.cat([a, b])
+
+
+def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
+    """n_normal normal-labelled images (label 0, empty masks) + n_pseudo pseudo-anomalies (label 1, Perlin masks).
+
+    End to end, the pseudo-anomalies are made now on other normal-labelled images; frozen, they are
+    drawn from the pool. Returns ``inputs`` (images or levels), ``masks``, ``labels`` and ``normal_index``.
+    """
+    if data.pool is not None:
+        normal_index = torch.randint(len(data), (config.n_normal,), generator=gens["cpu"])
+        fake_index = torch.randint(len(data.pool), (config.n_pseudo,), generator=gens["cpu"])
+        fake = [level[fake_index] for level in data.pool.features]
+        fake_masks = data.pool.masks[fake_index] if config.use_seg else None  # only the focal loss needs them
+    else:
+        pick = torch.randint(len(data), (config.n_normal + config.n_pseudo,), generator=gens["cpu"])
+        normal_index = pick[:config.n_normal]
+        fake, fake_masks, _ = data.pseudo(data.take(pick[config.n_normal:]), gens["device"])
+    inputs = _cat(data.take(normal_index), fake)
+    masks = None if fake_masks is None else torch.cat([fake_masks.new_zeros(config.n_normal, *fake_masks.shape[1:]),
+                                                       fake_masks]).float()
+    labels = torch.cat([torch.zeros(config.n_normal), torch.ones(config.n_pseudo)]).to(fake[0].device if
+                                                                                         isinstance(fake, list) else fake.device)
+    return {"inputs": inputs, "masks": masks, "labels": labels, "normal_index": normal_index}
+
+
+def forward(model: ADLModel, inputs, size: int, seg: bool = True) -> dict:
+    """The model on a batch's inputs: images (end to end) or cached levels (frozen: the heads only)."""
+    return model.heads(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg)
+
+
+# ----------------------------------------------------------------------------- one step of Algorithm 1
 def kmeans_labels(scores: torch.Tensor, iters: int = 10) -> torch.Tensor:
     """k-means with k = 2 on 1-D scores (initialised at min and max): 1 for the high cluster."""
     s = scores.detach().float().flatten()
@@ -143,241 +384,196 @@ def kmeans_labels(scores: torch.Tensor, iters: int = 10) -> torch.Tensor:
     return ((s - hi).abs() < (s - lo).abs()).float()
 
 
+def bce_target(config: ADLConfig, step: int, scores: torch.Tensor, labels: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The classification head's target at a global ``step`` (None when the head is off).
+
+    ``"labels"``: y. ``"alternate"`` (adlkit's reading of the paper): y on even steps, k-means(2) labels
+    of the batch's scores on odd steps. ``"kmeans_or_labels"`` (authors' code): max(k-means, y) with
+    probability ``kmeans_probability`` (one draw from ``generator``), else y.
+    """
+    if not config.use_bce:
+        return None
+    y = labels.float()
+    if config.bce_target == "labels":
+        return y
+    if config.bce_target == "alternate":
+        return y if step % 2 == 0 else kmeans_labels(scores)
+    if config.bce_target == "kmeans_or_labels":
+        draw = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
+        return torch.maximum(kmeans_labels(scores), y) if draw.item() < config.kmeans_probability else y
+    raise ValueError(f"bce_target must be 'alternate', 'labels' or 'kmeans_or_labels'; got {config.bce_target!r}")
+
+
 def _weights(losses, labels, config: ADLConfig, after_burn_in: bool) -> torch.Tensor:
     method = config.reweight if (config.use_reweight and after_burn_in) else "uniform"
     return batch_weights(losses.float(), labels, method, config.lam, config.alpha, config.within_label)
 
 
-def adl_losses(out: dict, labels: torch.Tensor, masks: torch.Tensor, config: ADLConfig, *, after_burn_in: bool,
-               step: int, generator: torch.Generator | None = None) -> dict:
-    """The loss terms of one step of Algorithm 1 (see the module docstring); ``total`` is what is optimised.
+def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.Tensor, sd_r: torch.Tensor,
+             target: torch.Tensor | None, config: ADLConfig, after_burn_in: bool) -> dict:
+    """The loss terms of one step of Algorithm 1, from given inputs (nothing random happens here).
 
-    Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when switched off), ``total``, and the per-sample
-    ``l_dev`` and weights ``w_dev`` (for the history of weights).
+    ``out``: the model's ``score`` [B], ``logit`` [B] and ``seg`` [B, 2, H, W]; ``labels`` [B] (0 normal-
+    labelled, 1 pseudo-anomaly); ``masks`` [B, 1, H, W]; ``mu_r``, ``sd_r``: reference statistics (eq. 3);
+    ``target``: the BCE target (:func:`bce_target`). Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when
+    switched off), ``total`` (what is optimised), and per sample ``l_dev`` and its weights ``w_dev``.
     """
     y = labels.float()
-    mu, sigma = reference_stats(config.m, generator=generator, device=out["score"].device)
-    z = z_score(out["score"].float(), mu, sigma)
+    z = z_score(out["score"].float(), mu_r, sd_r)  # eq. 3
     p = torch.sigmoid(out["logit"].float())
     if config.use_soft and config.use_bce and after_burn_in:
-        l_dev = soft_deviation_loss(z, p, config.margin)
+        l_dev = soft_deviation_loss(z, p, config.margin)  # eq. 5 (p is detached inside)
     else:
-        l_dev = deviation_loss(z, y, config.margin)
-    w_dev = _weights(l_dev, labels, config, after_burn_in)
-    terms = {"dev": (w_dev * l_dev).sum(), "l_dev": l_dev.detach(), "w_dev": w_dev}
+        l_dev = deviation_loss(z, y, config.margin)  # eq. 4
+    w_dev = _weights(l_dev, labels, config, after_burn_in)  # eqs. 8-10 (uniform in burn-in)
     zero = out["score"].new_zeros(())
+    terms = {"dev": (w_dev * l_dev).sum(), "l_dev": l_dev.detach(), "w_dev": w_dev, "bce": zero, "seg": zero}
     if config.use_bce:
-        if config.bce_target == "labels":
-            target = y
-        elif config.bce_target == "alternate":
-            target = y if step % 2 == 0 else kmeans_labels(out["score"])
-        elif config.bce_target == "kmeans_or_labels":
-            draw = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
-            target = torch.maximum(kmeans_labels(out["score"]), y) if draw.item() < config.kmeans_probability else y
-        else:
-            raise ValueError(f"bce_target must be 'alternate', 'labels' or 'kmeans_or_labels'; got {config.bce_target!r}")
-        l_bce = F.binary_cross_entropy_with_logits(out["logit"].float(), target, reduction="none")
+        if target is None:
+            raise ValueError("use_bce is on: pass the BCE target (adlkit.methods.adl.bce_target)")
+        l_bce = F.binary_cross_entropy_with_logits(out["logit"].float(), target.float(), reduction="none")
         terms["bce"] = (_weights(l_bce, labels, config, after_burn_in) * l_bce).sum()
-    else:
-        terms["bce"] = zero
-    terms["seg"] = focal_loss(out["seg"].float(), masks, gamma=config.focal_gamma, reduction="mean") if config.use_seg \
-        else zero
+    if config.use_seg:
+        terms["seg"] = focal_loss(out["seg"].float(), masks, gamma=config.focal_gamma, reduction="mean")
     terms["total"] = terms["dev"] + terms["bce"] + terms["seg"]
     return terms
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: str | Path, model: ADLModel, optimizer, config: ADLConfig, epoch: int, history: dict,
-                    generators: dict, overwrite: bool = False) -> Path:
-    """Plain state dicts (loadable with ``torch.load(weights_only=True)``); never overwrites without ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"checkpoint {path} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-                              "or choose another --checkpoint folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "config": json.dumps(asdict(config)),
-        "epoch": epoch,
-        "history": json.dumps(history),
-        "generators": {k: g.get_state() for k, g in generators.items()},
-    }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint behind
-    return path
-
-
-def _config_from_json(text: str) -> ADLConfig:
-    raw = json.loads(text)
-    known = {f.name for f in fields(ADLConfig)}
-    raw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
-    return ADLConfig(**raw)
-
-
-def load_checkpoint(path: str | Path, device="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`: model, config, epoch, history, optimizer state."""
-    payload = torch.load(path, map_location=device, weights_only=True)
-    config = _config_from_json(payload["config"])
-    model = ADLModel(replace(config, pretrained=False)).to(device)
-    model.load_state_dict(payload["model"])
-    return {"model": model, "config": config, "epoch": payload["epoch"], "history": json.loads(payload["history"]),
-            "optimizer": payload["optimizer"], "generators": payload["generators"]}
+def _contaminated_weight(terms: dict, batch: dict, data: ADLData, n_batch: int) -> tuple[float, int, float, int]:
+    """Sum and count of the weights (x batch size, so 1 = uniform) of contaminated and clean normal-labelled images."""
+    cont = data.contaminated[batch["normal_index"]]
+    w = terms["w_dev"][:len(cont)].detach().cpu() * n_batch
+    return float(w[cont].sum()), int(cont.sum()), float(w[~cont].sum()), int((~cont).sum())
 
 
 # ----------------------------------------------------------------------------- training (Algorithm 1)
 def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_dir: str | Path | None = None,
               resume: bool = False, overwrite: bool = False, progress: bool = False,
-              stop_after_epoch: int | None = None, shots: ImageDataset | None = None) -> tuple[ADLModel, dict]:
+              stop_after_epoch: int | None = None, sample=sample_batch, pool_from: ImageDataset | None = None
+              ) -> tuple[ADLModel, dict]:
     """Train ADL on ``train`` (normal-labelled images, possibly contaminated). Returns (model, history).
 
-    ``shots`` (multi-cue ADL, seed 001): labelled real anomalies with their masks; every step
-    ``config.shots_per_batch`` of them take the place of as many pseudo-anomalies.
-
-    ``checkpoint_dir``: write ``last.pt`` after every epoch (refusing to replace an existing one
-    unless ``overwrite`` or ``resume``); ``resume=True`` continues from it and gives the same result
-    as an uninterrupted run. ``history`` holds per-epoch losses, the mean weight (x batch size) given to
-    contaminated vs clean normal-labelled images, and the wall time.
+    ``sample(data, config, gens)`` makes each batch (default :func:`sample_batch`; multi-cue ADL passes
+    its own, which mixes in labelled anomalies). ``pool_from``: see :func:`prepare_data`.
+    ``checkpoint_dir``: ``last.pt`` after every epoch, never replacing an existing one unless
+    ``overwrite`` or ``resume``; a resumed run equals an uninterrupted one.
+    ``history``: per-epoch mean losses and the mean weight (x batch size) given to contaminated vs clean
+    normal-labelled images, plus the training time.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if train.image_size != config.image_size:
-        raise ValueError(f"dataset image_size {train.image_size} != config.image_size {config.image_size}")
-    cache = cache_tensors(train, device)
-    normal_idx = torch.nonzero(cache.labels == 0)[:, 0].cpu()
-    if len(normal_idx) == 0:
-        raise ValueError("the training set has no normal-labelled images")
-    contaminated = (cache.anomalous == 1) & (cache.labels == 0)
-    shot_cache = cache_tensors(shots, device) if shots is not None and len(shots) else None
-    n_shot = min(config.shots_per_batch, config.n_pseudo) if shot_cache is not None else 0
-
-    g_cpu = torch.Generator().manual_seed(config.seed)  # batch sampling, reference draws, k-means coin
-    g_dev = torch.Generator(device=device).manual_seed(config.seed + 1)  # pseudo-anomalies
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    gens = training.generators(config.seed, device)  # cpu: batches, reference draws, coins; device: synthesis
+    with training.seeded(config.seed):
         model = ADLModel(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    pseudo = PseudoAnomaly(config.image_size, sources=config.sources, beta_range=config.beta_range, device=device)
-    history = {"epoch": [], "loss": [], "dev": [], "bce": [], "seg": [], "weight_clean": [], "weight_contaminated": [],
-               "seconds": 0.0, "backbone": model.backbone.name, "weights": model.backbone.weights}
-    start_epoch = 0
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    data = prepare_data(config, model, train, device, pool_from)
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        if resume:
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-            saved = _config_from_json(state["config"])
-            if replace(saved, epochs=config.epochs) != replace(config, epochs=config.epochs):
-                raise ValueError(f"{ckpt} was written with another configuration; resume with the same settings "
-                                 "(only --epochs may grow) or use another --checkpoint folder")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            g_cpu.set_state(state["generators"]["cpu"].cpu())  # generator states are CPU byte tensors
-            g_dev.set_state(state["generators"]["device"].cpu())
-            history = json.loads(state["history"])
-            start_epoch = state["epoch"] + 1
-        elif not overwrite:
-            raise FileExistsError(f"checkpoint {ckpt} exists; pass resume=True to continue it or overwrite=True to "
-                                  "start again (CLI: --resume / --overwrite)")
-    use_amp = config.amp and device.type == "cuda"
+    states = {"model": model, "optimizer": optimizer}
+    start, history = training.start_or_resume(ckpt, config, states, gens, resume=resume, overwrite=overwrite)
+    history = history or training.new_history("loss", "dev", "bce", "seg", "weight_clean", "weight_contaminated",
+                                              backbone=model.backbone.name, weights=model.backbone.weights,
+                                              train_backbone=config.train_backbone)
     t0 = time.perf_counter() - history["seconds"]
-    epochs = range(start_epoch, config.epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc=f"ADL {model.backbone.name}", initial=start_epoch, total=config.epochs)
+    use_amp = config.amp and device.type == "cuda"
     model.train()
-    for epoch in epochs:
-        after = epoch >= config.burn_in
-        sums = {k: 0.0 for k in ("loss", "dev", "bce", "seg")}
-        w_clean = w_cont = n_clean = n_cont = 0.0
+    for epoch in _epochs(start, config, progress):
+        after = epoch >= config.burn_in  # burn-in: hard labels, uniform weights
+        sums = dict.fromkeys(("total", "dev", "bce", "seg", "w_cont", "n_cont", "w_clean", "n_clean"), 0.0)
         for step in range(config.steps_per_epoch):
-            pick = normal_idx[torch.randint(len(normal_idx), (config.n_normal + config.n_pseudo,), generator=g_cpu)]
-            normal = cache.batch(pick[:config.n_normal])
-            base = cache.batch(pick[config.n_normal:])["image"]
-            fake, fake_masks, _ = pseudo(base, g_dev)
-            if n_shot:  # real labelled anomalies (with masks) replace the last pseudo-anomalies
-                real = shot_cache.batch(torch.randint(len(shot_cache), (n_shot,), generator=g_cpu))
-                fake = torch.cat([fake[:-n_shot], real["image"]])
-                fake_masks = torch.cat([fake_masks[:-n_shot], real["mask"]])
-            images = torch.cat([normal["image"], fake])
-            masks = torch.cat([fake_masks.new_zeros(config.n_normal, *fake_masks.shape[1:]), fake_masks])
-            labels = torch.cat([torch.zeros(config.n_normal, device=device), torch.ones(config.n_pseudo, device=device)])
+            batch = sample(data, config, gens)  # 1. n normal-labelled images + n (pseudo-)anomalies
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = model(images)
-            terms = adl_losses(out, labels, masks, config, after_burn_in=after, step=epoch * config.steps_per_epoch + step,
-                               generator=g_cpu)
-            if not torch.isfinite(terms["total"]):
-                raise FloatingPointError(f"ADL loss became {terms['total'].item()} at epoch {epoch}, step {step}: "
-                                         f"lower the learning rate (now {config.lr}) or check the data for NaN")
-            optimizer.zero_grad(set_to_none=True)
+                out = forward(model, batch["inputs"], config.image_size, config.use_seg)  # 2. s, p, anomaly map
+            mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)  # 3. r ~ N(0, 1), eq. 3
+            target = bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
+                                gens["cpu"])  # 4. labels or k-means labels
+            terms = adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, config, after)  # 5. eqs. 4-10
+            training.check_finite(terms["total"], f"epoch {epoch}, step {step}",
+                                  f"lower the learning rate (now {config.lr}) or check the data for NaN")
+            optimizer.zero_grad(set_to_none=True)  # 6. one Adam step on the weighted sum
             terms["total"].backward()
             optimizer.step()
-            for k in sums:
-                sums[k] += float(terms["total" if k == "loss" else k].detach())
-            cont = contaminated[pick[:config.n_normal].to(device)]
-            w = terms["w_dev"][:config.n_normal].detach() * len(labels)
-            w_cont += float(w[cont].sum())
-            n_cont += int(cont.sum())
-            w_clean += float(w[~cont].sum())
-            n_clean += int((~cont).sum())
-        history["epoch"].append(epoch)
-        for k in sums:
-            history[k].append(sums[k] / config.steps_per_epoch)
-        history["weight_clean"].append(w_clean / max(n_clean, 1))
-        history["weight_contaminated"].append(w_cont / n_cont if n_cont else None)
-        history["seconds"] = time.perf_counter() - t0
+            for k in ("total", "dev", "bce", "seg"):
+                sums[k] += float(terms[k].detach())
+            for k, v in zip(("w_cont", "n_cont", "w_clean", "n_clean"), _contaminated_weight(terms, batch, data,
+                                                                                            len(batch["labels"]))):
+                sums[k] += v
+        means = {("loss" if k == "total" else k): sums[k] / config.steps_per_epoch for k in ("total", "dev", "bce", "seg")}
+        training.log_epoch(history, epoch, t0, **means, weight_clean=sums["w_clean"] / max(sums["n_clean"], 1),
+                           weight_contaminated=sums["w_cont"] / sums["n_cont"] if sums["n_cont"] else None)
         if ckpt is not None:
-            save_checkpoint(ckpt, model, optimizer, config, epoch, history, {"cpu": g_cpu, "device": g_dev},
-                            overwrite=True)
+            training.save_checkpoint(ckpt, config, states, epoch, history, gens)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     model.eval()
     return model, history
 
 
-def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset, ratio: float, device=None,
-                     leaky: bool = False, n_shots: int = 0, scorer=None, **train_kwargs) -> dict:
-    """ADL's protocol end to end: contaminate (seeded by ``config.seed``), take ``n_shots`` labelled
-    anomalies per class out of the test set (multi-cue ADL), train, score on what is left.
+def _epochs(start: int, config: ADLConfig, progress: bool):
+    if not progress:
+        return range(start, config.epochs)
+    from tqdm.auto import tqdm
 
-    ``scorer(model, test, device, train=..., shots=...)`` replaces :func:`score_adl` (e.g.
-    :func:`adlkit.methods.multicue.score_multicue`). Returns the scorer's result plus ``model``, ``history``, ``report``
-    (contamination), ``shots`` (the few-shot report), ``contaminated`` (those training images) and
-    ``test`` (the test set that was scored, in the order of the scores).
+    return tqdm(range(start, config.epochs), desc="ADL", initial=start, total=config.epochs)
+
+
+def load_checkpoint(path: str | Path, device="cpu", config_class=ADLConfig) -> dict:
+    """A checkpoint of :func:`train_adl`: the rebuilt ``model``, ``config``, ``epoch``, ``history``."""
+    payload = training.load_checkpoint(path, device)
+    config = training.config_from_json(config_class, payload["config"])
+    model = ADLModel(replace(config, pretrained=False)).to(device)
+    model.load_state_dict(payload["states"]["model"])
+    return {"model": model.eval(), "config": config, "epoch": payload["epoch"], "history": payload["history"]}
+
+
+# ----------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def predict(model: ADLModel, images: torch.Tensor, batch_size: int = 32) -> dict:
+    """Scores [N], patch scores, logits and anomaly maps [N, H, W] for uint8 or [0, 1] images; frozen
+    models reuse remembered features."""
+    model.eval()
+    outs = []
+    for chunk in images.split(batch_size):
+        x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
+        maps = featurize(model.backbone, chunk) if model.frozen else model.backbone(x)
+        out = model.heads(maps, x.shape[-2:])
+        outs.append({k: v.float().cpu() for k, v in out.items()})
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]} if outs else {}
+
+
+def score_adl(model: ADLModel, test: ImageDataset, device=None, batch_size: int = 32) -> dict:
+    """Image scores (the deviation score s) and anomaly maps, with the metrics they support.
+
+    Maps come from the segmentation head when it was trained (``use_seg``), else from the score head's
+    patch scores upsampled to the input (``maps_from`` says which). Pixel metrics are computed over the
+    whole test set when it has masks.
     """
-    from ..data import contaminate, few_shot
-
-    c_train, c_test, report = contaminate(train, test, ratio, seed=config.seed, leaky=leaky)
-    shots, c_test, shot_report = few_shot(c_test, n_shots, seed=config.seed)
-    model, history = train_adl(config, c_train, device, shots=shots, **train_kwargs)
-    if scorer is None:
-        result = score_adl(model, c_test, device)
-    else:  # a scorer may fit things (e.g. multi-cue normalisers) on the training data, never on the test set
-        result = scorer(model, c_test, device, train=c_train, shots=shots)
-    hidden = [i for i, s in enumerate(c_train.samples) if s.truth == 1 and s.label == 0]
-    result.update(model=model, history=history, report=report, shots=shot_report, contaminated=c_train.subset(hidden),
-                  test=c_test)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    cache = cache_tensors(test, device)
+    out = predict(model, cache.images, batch_size)
+    size = cache.images.shape[-2:]
+    if model.config.use_seg:
+        maps, maps_from = out["seg"].softmax(1)[:, 1], "segmentation head"
+    else:
+        maps = F.interpolate(out["patch"], size=size, mode="bilinear", align_corners=False)[:, 0]
+        maps_from = "patch scores"
+    scores, labels = out["score"].numpy(), cache.anomalous.cpu().numpy()
+    result = {"scores": scores, "maps": maps, "labels": labels, "maps_from": maps_from}
+    result.update(metrics.image_metrics(scores, labels))
+    result.update(metrics.pixel_metrics(maps, cache.masks[:, 0].cpu()))
     return result
 
 
-@torch.no_grad()
-def score_adl(model: ADLModel, test: ImageDataset, device=None, batch_size: int = 32) -> dict:
-    """Image scores (the deviation score s) and anomaly maps (segmentation softmax) with metrics."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    cache = cache_tensors(test, device)
-    model.eval()
-    scores, maps = [], []
-    for batch in cache.batches(batch_size):
-        out = model(batch["image"])
-        scores.append(out["score"].float().cpu())
-        maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
-    scores, maps = torch.cat(scores).numpy(), torch.cat(maps)
-    labels = cache.anomalous.cpu().numpy()
-    result = {"scores": scores, "maps": maps, "labels": labels}
-    if 0 < labels.sum() < len(labels):
-        result["image_AUROC"] = metrics.image_auroc(scores, labels)
-        result["image_AUPR"] = metrics.image_aupr(scores, labels)
-        masks = cache.masks[:, 0].cpu()
-        if masks.any():
-            result["pixel_AUROC"] = metrics.pixel_auroc(maps, masks)
+def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset, ratio: float, device=None,
+                     leaky: bool = False, **train_kwargs) -> dict:
+    """ADL's protocol end to end: contaminate (seeded by ``config.seed``), train, score what is left.
+
+    Returns :func:`score_adl`'s result plus ``model``, ``history``, ``split`` (the
+    :class:`adlkit.data.ProtocolSplit`: reports, contaminated images, the test set that was scored).
+    """
+    from ..data import protocol_split
+
+    split = protocol_split(train, test, ratio, seed=config.seed, leaky=leaky)
+    model, history = train_adl(config, split.train, device, pool_from=train, **train_kwargs)
+    result = score_adl(model, split.test, device)
+    result.update(model=model, history=history, split=split)
     return result

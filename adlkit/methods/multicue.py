@@ -1,7 +1,11 @@
-"""Multi-cue ADL (seed 001): few labelled anomalies, three fused cues, gradient localization.
+"""Multi-cue ADL: few labelled anomalies, three fused cues, gradient localization.
 
-Training is ADL (:mod:`adlkit.methods.adl`) with n labelled real anomalies per class mixed into the
-batches (``train_adl(..., shots=...)``). From one forward pass, three cues per image:
+A. S. Das, M. Bhuyan. *Multi-Cue Anomaly Detection and Localization under Data Contamination.*
+arXiv:2601.22913, 2026. It builds on ADL (Das, Pang & Bhuyan, 2024, arXiv:2411.09558).
+
+Training is ADL's Algorithm 1 (:func:`adlkit.methods.adl.train_adl`) with n labelled real anomalies
+per class: every batch, ``shots_per_batch`` of them (with their masks) take the place of as many
+pseudo-anomalies (:func:`sample_batch`). From one forward pass, three cues per image:
 
 * deviation      s = the top-K deviation score (ADL eq. 2)
 * uncertainty    u = ln(1 + H(p)), H the binary entropy of the classification probability p
@@ -15,11 +19,14 @@ code uses (the paper's text lost its equations). c and D are fitted per cue on t
 Localization (:func:`localize`): gradients of each cue with respect to the input image and to the
 last encoder block, |.| summed over channels, each map divided by its 99th percentile, upsampled to
 the input, averaged over the six maps, Gaussian-smoothed (sigma = 8 at 256 px, scaled with the size).
+With a frozen backbone the gradients still flow through it to the input: only its weights are fixed.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -27,14 +34,53 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from .. import metrics
-from ..data import ImageDataset, cache_tensors
+from ..data import ImageDataset, TensorCache, cache_tensors
 from ..losses import top_k_mean
+from . import adl
 
-__all__ = ["CUE_WEIGHTS", "binary_entropy", "uncertainty", "segmentation_cue", "cues", "normalize_cue", "fuse",
-           "fit_normalizers", "localize", "score_multicue"]
+__all__ = ["CUE_WEIGHTS", "CUES", "MultiCueConfig", "sample_batch", "train_multicue", "binary_entropy", "uncertainty",
+           "segmentation_cue", "cues", "normalize_cue", "fuse", "fit_normalizers", "localize", "score_multicue",
+           "run_multicue"]
 
 CUE_WEIGHTS = (0.55, 0.10, 0.35)  # deviation, uncertainty, segmentation (authors' code)
 CUES = ("deviation", "uncertainty", "segmentation")
+
+
+@dataclass
+class MultiCueConfig(adl.ADLConfig):
+    """ADL's configuration plus what multi-cue ADL adds."""
+
+    shots_per_batch: int = 4  # labelled real anomalies replacing pseudo-anomalies in each batch
+    cue_weights: tuple = CUE_WEIGHTS
+    sigma: float = 8.0  # Gaussian smoothing of the gradient maps at 256 px (scaled with the size)
+
+
+# ----------------------------------------------------------------------------- training
+def sample_batch(data: adl.ADLData, config: MultiCueConfig, gens: dict, shots: TensorCache | None = None) -> dict:
+    """ADL's batch (:func:`adlkit.methods.adl.sample_batch`) with its last ``shots_per_batch``
+    pseudo-anomalies replaced by labelled real anomalies and their masks (drawn with replacement).
+    Frozen setting: the shots are featurised once (remembered) by the same frozen backbone."""
+    batch = adl.sample_batch(data, config, gens)
+    n = min(config.shots_per_batch, config.n_pseudo) if shots is not None and len(shots) else 0
+    if not n:
+        return batch
+    pick = torch.randint(len(shots), (n,), generator=gens["cpu"])
+    keep = len(batch["labels"]) - n
+    if data.backbone is not None:  # frozen: levels of the shots
+        real = [level[pick] for level in adl.featurize(data.backbone, shots.images)]
+        batch["inputs"] = [torch.cat([a[:keep], b]) for a, b in zip(batch["inputs"], real)]
+    else:
+        batch["inputs"] = torch.cat([batch["inputs"][:keep], shots.images[pick].float() / 255])
+    if batch["masks"] is not None:
+        batch["masks"] = torch.cat([batch["masks"][:keep], shots.masks[pick].to(batch["masks"])])
+    return batch
+
+
+def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageDataset | None, device=None,
+                   **train_kwargs):
+    """ADL's Algorithm 1 with labelled anomalies mixed into every batch. Returns (model, history)."""
+    cache = cache_tensors(shots, device or "cpu") if shots is not None and len(shots) else None
+    return adl.train_adl(config, train, device, sample=partial(sample_batch, shots=cache), **train_kwargs)
 
 
 def binary_entropy(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -82,12 +128,8 @@ def fuse(normalized: dict | list, weights=CUE_WEIGHTS, eps: float = 1e-6) -> tor
 
 @torch.no_grad()
 def _raw_cues(model, cache, batch_size: int = 32) -> dict:
-    model.eval()
-    out = {k: [] for k in CUES}
-    for batch in cache.batches(batch_size):
-        for k, v in cues(model(batch["image"])).items():
-            out[k].append(v.cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+    out = adl.predict(model, cache.images, batch_size)
+    return {k: v.cpu() for k, v in cues(out).items()}
 
 
 def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = None, device=None) -> dict:
@@ -107,44 +149,46 @@ def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = Non
     return fitted
 
 
-def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> torch.Tensor:
-    """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1] (batched, model in eval mode)."""
-    return _localize(model, images, sigma_at_256)[0]
+def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of maps [B, H, W] (kernel 2 * ceil(3 sigma) + 1)."""
+    size = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(maps[:, None], [size, size], [sigma, sigma])[:, 0]
 
 
-def _localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict, dict]:
-    """:func:`localize`, plus the forward pass it ran (detached) and the cues of it: (maps, out, cues)."""
+def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict]:
+    """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1], and the forward pass's
+    outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
     model.eval()
     x = images.detach().clone().requires_grad_(True)
-    out = model(x)
-    block = out["last_block"]
+    maps_l = model.backbone(x)  # the backbone's levels; the last is the last encoder block
+    block = maps_l[-1]
+    out = model.heads(maps_l, x.shape[-2:])
+    values = cues(out)
     h, w = x.shape[-2:]
     maps = []
-    values = cues(out)
     for i, name in enumerate(CUES):
-        g_x, g_f = torch.autograd.grad(values[name].sum(), [x, block], retain_graph=i < len(CUES) - 1,
-                                       allow_unused=True)
-        for g in (g_x, g_f):
+        grads = torch.autograd.grad(values[name].sum(), [x, block], retain_graph=i < len(CUES) - 1, allow_unused=True)
+        for g in grads:
             if g is None:  # a cue that does not depend on this tensor contributes nothing
                 continue
-            m = g.abs().sum(1, keepdim=True)  # [B, 1, h', w']
+            m = g.abs().sum(1, keepdim=True)  # |gradient| summed over channels: [B, 1, h', w']
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-            q = torch.quantile(m.flatten(1), 0.99, dim=1).clamp_min(1e-12)
+            q = torch.quantile(m.flatten(1), 0.99, dim=1).clamp_min(1e-12)  # each map / its 99th percentile
             maps.append(m / q[:, None, None])
-    amap = torch.stack(maps).mean(0)
-    sigma = sigma_at_256 * h / 256
-    size = 2 * math.ceil(3 * sigma) + 1
-    amap = TF.gaussian_blur(amap[:, None], [size, size], [sigma, sigma])[:, 0].detach()
-    return amap, {k: v.detach() for k, v in out.items()}, {k: v.detach() for k, v in values.items()}
+    amap = smooth(torch.stack(maps).mean(0), sigma_at_256 * h / 256).detach()  # mean of the six maps, smoothed
+    return amap, {k: v.detach() for k, v in out.items()}
 
 
 def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset | None = None,
                    shots: ImageDataset | None = None, normalizers: dict | None = None, weights=CUE_WEIGHTS,
-                   batch_size: int = 16) -> dict:
+                   sigma_at_256: float = 8.0, batch_size: int = 16) -> dict:
     """Per-cue and fused image scores, gradient and segmentation maps, and their metrics.
 
     The cue normalisers come from ``normalizers`` or are fitted on ``train`` (+ ``shots``) with
-    :func:`fit_normalizers` - never on the test set.
+    :func:`fit_normalizers` - never on the test set. Keys: ``scores`` (the fused score), ``raw`` and
+    ``normalized`` (per cue), ``grad_maps``, ``seg_maps``, ``labels``, ``masks``, ``normalizers``, and the
+    metrics ``image_*`` (fused), ``cue_<name>_image_*``, ``grad_pixel_*`` and ``seg_pixel_*`` (pixel metrics
+    over the anomalous test images, as the paper reports them).
     """
     device = device or next(model.parameters()).device
     if normalizers is None:
@@ -156,29 +200,38 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
     cache = cache_tensors(test, device)
     raw, grad_maps, seg_maps = {k: [] for k in CUES}, [], []
     for batch in cache.batches(batch_size):  # one forward pass per batch gives cues, gradient and segmentation maps
-        maps, out, values = _localize(model, batch["image"])
+        maps, out = localize(model, batch["image"], sigma_at_256)
         grad_maps.append(maps.cpu())
         seg_maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
-        for k in CUES:
-            raw[k].append(values[k].cpu())
+        for k, v in cues(out).items():
+            raw[k].append(v.cpu())
     raw = {k: torch.cat(v) for k, v in raw.items()}
     grad_maps, seg_maps = torch.cat(grad_maps), torch.cat(seg_maps)
     normed = {k: normalize_cue(raw[k], *normalizers[k]) for k in CUES}
-    fused = fuse(normed, weights)
+    fused = fuse(normed, weights).numpy()
     labels = cache.anomalous.cpu().numpy()
     masks = cache.masks[:, 0].cpu()
-    result = {"raw": raw, "normalized": normed, "fused": fused.numpy(), "grad_maps": grad_maps, "seg_maps": seg_maps,
-              "labels": labels, "masks": masks, "normalizers": normalizers, "scores": fused.numpy()}
-    if 0 < labels.sum() < len(labels):
-        for k in CUES:
-            result[f"{k}_AUROC"] = metrics.image_auroc(raw[k], labels)
-            result[f"{k}_AUPR"] = metrics.image_aupr(raw[k], labels)
-        result["image_AUROC"] = result["fused_AUROC"] = metrics.image_auroc(fused, labels)
-        result["image_AUPR"] = result["fused_AUPR"] = metrics.image_aupr(fused, labels)
-        anomalous = np.flatnonzero(labels)  # pixel metrics over the anomalous test images (seed 001)
-        if masks[anomalous].any():
-            for name, maps in (("grad", grad_maps), ("seg", seg_maps)):
-                result[f"{name}_pixel_AUROC"] = metrics.pixel_auroc(maps[anomalous], masks[anomalous])
-                result[f"{name}_pixel_AUPR"] = metrics.pixel_aupr(maps[anomalous], masks[anomalous])
-                result[f"{name}_AUPRO"] = metrics.aupro(maps[anomalous], masks[anomalous])
+    result = {"scores": fused, "raw": raw, "normalized": normed, "grad_maps": grad_maps, "seg_maps": seg_maps,
+              "labels": labels, "masks": masks, "normalizers": normalizers}
+    result.update(metrics.image_metrics(fused, labels))
+    for k in CUES:
+        result.update(metrics.image_metrics(raw[k], labels, prefix=f"cue_{k}_"))
+    anomalous = np.flatnonzero(labels)  # pixel metrics over the anomalous test images (as the paper)
+    for name, maps in (("grad", grad_maps), ("seg", seg_maps)):
+        result.update(metrics.pixel_metrics(maps[anomalous], masks[anomalous], prefix=f"{name}_"))
+    return result
+
+
+def run_multicue(config: MultiCueConfig, train: ImageDataset, test: ImageDataset, ratio: float, n_shots: int,
+                 device=None, leaky: bool = False, **train_kwargs) -> dict:
+    """Multi-cue ADL's protocol end to end: contaminate, take ``n_shots`` labelled anomalies per class out of
+    the test set, train with them, score what is left. Returns :func:`score_multicue`'s result plus
+    ``model``, ``history`` and ``split`` (:class:`adlkit.data.ProtocolSplit`)."""
+    from ..data import protocol_split
+
+    split = protocol_split(train, test, ratio, seed=config.seed, leaky=leaky, n_shots=n_shots)
+    model, history = train_multicue(config, split.train, split.shots, device, pool_from=train, **train_kwargs)
+    result = score_multicue(model, split.test, device, train=split.train, shots=split.shots,
+                            weights=config.cue_weights, sigma_at_256=config.sigma)
+    result.update(model=model, history=history, split=split)
     return result

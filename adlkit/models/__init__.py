@@ -5,6 +5,7 @@ from .backbone import (
     Backbone,
     backbone,
     concat_levels,
+    conv1x1_on_levels,
     efficientnet_lite0_weights_path,
     efficientnet_pytorch_to_timm,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "TopKScoreHead",
     "backbone",
     "concat_levels",
+    "conv1x1_on_levels",
     "efficientnet_lite0_weights_path",
     "efficientnet_pytorch_to_timm",
 ]

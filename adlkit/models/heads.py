@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..losses import top_k_mean
+from .backbone import conv1x1_on_levels
 
 __all__ = ["TopKScoreHead", "ClassificationHead"]
 
@@ -13,7 +14,9 @@ __all__ = ["TopKScoreHead", "ClassificationHead"]
 class TopKScoreHead(nn.Module):
     """Patch scores |1x1 conv(features)|, image score = mean of the top-K patches (ADL eq. 2).
 
-    ``forward(features [B, C, h, w]) -> (scores [B], patch_scores [B, 1, h, w])``.
+    ``forward(features [B, C, h, w]) -> (scores [B], patch_scores [B, 1, h, w])``. ``features`` may
+    also be a backbone's list of levels: the same as on their concatenation (``concat_levels``), computed
+    level by level (``conv1x1_on_levels``).
     """
 
     def __init__(self, in_channels: int, topk_ratio: float = 0.1):
@@ -21,8 +24,9 @@ class TopKScoreHead(nn.Module):
         self.conv = nn.Conv2d(in_channels, 1, kernel_size=1)
         self.topk_ratio = topk_ratio
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        patch_scores = self.conv(features).abs()
+    def forward(self, features: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        patch = conv1x1_on_levels(self.conv, features) if isinstance(features, (list, tuple)) else self.conv(features)
+        patch_scores = patch.abs()
         return top_k_mean(patch_scores, self.topk_ratio), patch_scores
 
 

@@ -1,9 +1,10 @@
 """Perlin gradient noise, thresholded masks and the pseudo-anomaly blend of DRAEM - batched.
 
-DRAEM (Zavrtanik et al., ICCV 2021, §3.3) makes a simulated anomaly by thresholding Perlin
-noise into a mask M and blending a texture I_s into the normal image I inside it:
+DRAEM (V. Zavrtanik, M. Kristan, D. Skočaj, *DRAEM - A Discriminatively Trained Reconstruction
+Embedding for Surface Anomaly Detection*, ICCV 2021, §3.3) makes a simulated anomaly by
+thresholding Perlin noise into a mask M and blending a texture I_s into the normal image I inside it:
 
-    I_p = (1 - M) ⊙ I + β (M ⊙ I_s) + (1 - β)(M ⊙ I)                           (ADL, eq. 1)
+    I_p = (1 - M) ⊙ I + β (M ⊙ I_s) + (1 - β)(M ⊙ I)         (ADL eq. 1; Das, Pang & Bhuyan, 2024)
 
 Perlin noise (Perlin 1985/2002) on a lattice of ``res = (ry, rx)`` cells: every lattice corner
 gets a random unit gradient g = (cos θ, sin θ); a pixel at fractional position (ty, tx) inside

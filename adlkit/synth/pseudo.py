@@ -1,6 +1,7 @@
 """Anomaly sources, their augmentation, the batched :class:`PseudoAnomaly` and elastic warps.
 
-DRAEM's recipe per pseudo-anomaly: pick a texture (DTD), apply 3 of its colour/geometry
+DRAEM's recipe per pseudo-anomaly (Zavrtanik, Kristan & Skočaj, ICCV 2021): pick a texture (DTD:
+Cimpoi et al., *Describing Textures in the Wild*, CVPR 2014), apply 3 of its colour/geometry
 augmentations chosen at random, threshold a Perlin map into a mask, blend with opacity β.
 Upstream does this per sample in data-loader workers with imgaug (which no longer imports with
 current NumPy). Here it is one batched call on the device of the images: every sample still gets
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from .. import config
 from .perlin import _rand, _randint, blend, perlin_masks, rotate, sample_beta
 
 __all__ = ["load_texture_sources", "builtin_sources", "histograms", "augment_sources", "PseudoAnomaly", "elastic_anomalies",
@@ -268,8 +270,10 @@ class PseudoAnomaly:
     Parameters
     ----------
     image_size : the side of the (square) images it will receive.
-    sources : a folder of textures (e.g. DTD; ``../shared/data/dtd10`` in this repo's workplace), a
-        uint8 tensor ``[N, 3, S, S]``, or None for :func:`builtin_sources`.
+    sources : a folder of texture images (e.g. DTD's ``images/``), a uint8 tensor ``[N, 3, S, S]``,
+        or None: the folder named by ``ADLKIT_TEXTURES`` when that is set
+        (:func:`adlkit.config.textures_dir`), else :func:`builtin_sources`. ``source_kind`` says
+        which was used.
     beta_range : opacity range; ADL [0.1, 1] (default), DRAEM (0, 0.8).
     threshold : Perlin threshold (0.5).
     n_augment : augmentations per source (3).
@@ -282,6 +286,10 @@ class PseudoAnomaly:
                  n_augment: int = 3, resample_empty: bool = True, max_sources: int | None = 512, device=None):
         self.image_size, self.beta_range, self.threshold = image_size, beta_range, threshold
         self.n_augment, self.resample_empty = n_augment, resample_empty
+        from_env = False
+        if sources is None:
+            sources = config.textures_dir()  # the ADLKIT_TEXTURES folder, or None when it is not set
+            from_env = sources is not None
         if sources is None:
             self.sources = builtin_sources(image_size)
             self.source_kind = "built-in (scikit-learn photos + procedural textures)"
@@ -292,7 +300,8 @@ class PseudoAnomaly:
             self.source_kind = f"tensor of {len(sources)} images"
         else:
             self.sources = load_texture_sources(sources, image_size, max_images=max_sources)
-            self.source_kind = f"folder {sources} ({len(self.sources)} images)"
+            env = ", ADLKIT_TEXTURES" if from_env else ""
+            self.source_kind = f"folder '{Path(sources).name}' ({len(self.sources)} images{env})"
         if self.sources.shape[-2:] != (image_size, image_size):
             self.sources = F.interpolate(self.sources.float(), size=(image_size, image_size), mode="bilinear",
                                          antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
@@ -393,6 +402,9 @@ class PseudoAnomaly:
 def elastic_anomalies(images: torch.Tensor, alpha: float = 200.0, sigma: float = 5.0,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Elastically warped copies of ``images`` [B, C, H, W]: CKAAD's pseudo-anomalies for industrial data.
+
+    CKAAD: Q. Fang, Q. Su, W. Lv, W. Xu, J. Yu. Boosting Fine-Grained Visual Anomaly Detection with
+    Coarse-Knowledge-Aware Adversarial Learning. arXiv:2412.12850, 2024 (AAAI 2025).
 
     The displacement is torchvision's ``ElasticTransform`` formula (uniform noise in [-1, 1],
     Gaussian-smoothed with ``sigma``, scaled by ``alpha / size``), drawn per sample from
