@@ -16,7 +16,8 @@ import numpy as np
 
 from . import metrics
 
-__all__ = ["check_auroc", "run_cases"]
+__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cue_fusion", "check_deviation_loss",
+           "check_perlin_interpolation", "check_top_k_mean", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:
@@ -177,35 +178,37 @@ def check_alpha_weights(student_fn: Callable) -> None:
 
 # ----------------------------------------------------------------------------- notebook 04
 def check_adl_step(student_fn: Callable) -> None:
-    """Notebook 04: ``adl_loss(out, labels, masks, mu_r, sd_r, config)`` - the loss of one step of
-    Algorithm 1 after burn-in (soft deviation, BCE against the labels, reweighting, focal segmentation),
-    for every ablation row. Reference: :func:`adlkit.methods.adl.adl_losses` (``bce_target="labels"``).
+    """Notebook 04: ``adl_loss(out, labels, masks, mu_r, sd_r, target, config, after_burn_in)`` - the total
+    loss of one step of Algorithm 1 on given inputs, for every ablation row, before and after burn-in, with
+    the labels and with k-means labels as the BCE target. Reference: :func:`adlkit.methods.adl.adl_step`.
     """
     import dataclasses
 
     import torch
 
     from .losses import reference_stats
-    from .methods.adl import ABLATIONS, ADLConfig, adl_losses
+    from .methods.adl import ABLATIONS, ADLConfig, adl_step, kmeans_labels
 
-    def reference(out, labels, masks, mu_r, sd_r, config):
-        del mu_r, sd_r  # adl_losses draws them itself from the generator seeded below
-        return adl_losses(out, labels, masks, config, after_burn_in=True, step=0,
-                          generator=torch.Generator().manual_seed(7))["total"]
+    def reference(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):
+        return adl_step(out, labels, masks, mu_r, sd_r, target, config, after_burn_in)["total"]
 
     g = torch.Generator().manual_seed(3)
+    mu_r, sd_r = reference_stats(5000, generator=torch.Generator().manual_seed(7))
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    masks = torch.zeros(8, 1, 16, 16)
+    masks[4:, :, 4:9, 3:12] = 1
     cases = []
     for k, name in enumerate(ABLATIONS):
-        n = 8
-        out = {"score": torch.rand(n, generator=g) * 6, "logit": torch.randn(n, generator=g) * 2,
-               "seg": torch.randn(n, 2, 16, 16, generator=g)}
-        masks = torch.zeros(n, 1, 16, 16)
-        masks[n // 2:, :, 4:9, 3:12] = 1
-        mu_r, sd_r = reference_stats(5000, generator=torch.Generator().manual_seed(7))
-        config = dataclasses.replace(ADLConfig().ablation(name), bce_target="labels", reweight=("alpha", "kl")[k % 2])
-        cases.append((f"{name} ({config.reweight} weights)",
-                      {"out": out, "labels": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), "masks": masks,
-                       "mu_r": mu_r, "sd_r": sd_r, "config": config}))
+        out = {"score": torch.rand(8, generator=g) * 6, "logit": torch.randn(8, generator=g) * 2,
+               "seg": torch.randn(8, 2, 16, 16, generator=g)}
+        config = dataclasses.replace(ADLConfig().ablation(name), reweight=("alpha", "kl", "reverse_kl")[k % 3])
+        kmeans = kmeans_labels(out["score"])
+        for after in (True, False):
+            target = (labels.float() if k % 2 == 0 else kmeans) if config.use_bce else None
+            cases.append((f"{name}, {config.reweight} weights, {'after' if after else 'during'} burn-in, "
+                          f"BCE target {'labels' if k % 2 == 0 else 'k-means'}",
+                          {"out": out, "labels": labels, "masks": masks, "mu_r": mu_r, "sd_r": sd_r, "target": target,
+                           "config": config, "after_burn_in": after}))
     run_cases("check_adl_step", student_fn, reference, cases, rtol=1e-4, atol=1e-5)
 
 

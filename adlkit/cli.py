@@ -163,20 +163,6 @@ def _run_key(row: dict) -> str:
                       sort_keys=True, default=str)
 
 
-def _git_commit() -> str | None:
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=5, cwd=here)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip()
-    return (commit + ("+uncommitted changes" if dirty.stdout.strip() else "")) if commit else None
-
-
 def _summary(row: dict) -> str:
     shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "grad_pixel_AUROC")
              if row.get(k) is not None]
@@ -215,7 +201,8 @@ def _cmd_run(args) -> int:
     if missing:
         raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
     rows = args.ablation or [None]
-    grid = [(c, e, s, a) for c in cats for e in args.contamination for s in args.seed for a in rows]
+    shot_grid = getattr(args, "shots", None) or [0]
+    grid = [(c, e, s, a, k) for c in cats for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
     if args.shard:
         i, n = args.shard
         grid = grid[i::n]
@@ -229,12 +216,11 @@ def _cmd_run(args) -> int:
     for name in rows:
         if name is not None:
             base.ablation(name)  # an unknown row fails before any run
-    shots = getattr(args, "shots", 0)
     finished = {_run_key(r) for r in done}
     if out is not None and args.overwrite:
         training.write_json(out, [])
-    commit = _git_commit()
-    for cat, eps, seed, ablation in grid:
+    commit = cfg_mod.git_commit()
+    for cat, eps, seed, ablation, shots in grid:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
         config = dataclasses.replace(config, **settings)
         row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
@@ -242,13 +228,15 @@ def _cmd_run(args) -> int:
                "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
                "train_backbone": config.train_backbone, "backbone": config.backbone, "image_size": config.image_size,
                "texture_source": texture_source, "seed": seed, "config": dataclasses.asdict(config)}
-        name = f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
+        name = (f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
+                + (f" shots={shots}" if args.method == "multicue" else ""))
         if _run_key(row) in finished:
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
         train, test = MVTecLike(root, cat, "train", base.image_size), MVTecLike(root, cat, "test", base.image_size)
         tag = f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
+        tag += f"_shots{shots}" if args.method == "multicue" else ""
         ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}{tag}" if args.checkpoint else None
         kwargs = dict(checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
         if args.method == "multicue":
@@ -409,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     mc = method_sub.add_parser("multicue", help="multi-cue ADL with few labelled anomalies (Das & Bhuyan, 2026, "
                                                 "arXiv:2601.22913)")
     _add_run_arguments(mc)
-    mc.add_argument("--shots", type=int, default=10, help="labelled real anomalies per class, taken out of the test set")
+    mc.add_argument("--shots", type=int, nargs="+", default=[10],
+                    help="labelled real anomalies per class, taken out of the test set (several: a grid axis)")
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

@@ -141,3 +141,18 @@ def repo_root() -> Path:
 def figures_dir() -> Path:
     """Where figures and result files go: ``ADLKIT_FIGURES`` or ``<repo>/figures``."""
     return Path(os.environ.get("ADLKIT_FIGURES", repo_root() / "figures")).expanduser()
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (short hash, "+uncommitted changes" when tracked files differ), or None."""
+    import subprocess
+
+    here = repo_root()
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=here)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    return (commit + ("+uncommitted changes" if dirty.stdout.strip() else "")) if commit else None

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -176,20 +175,23 @@ def savefig(fig, name: str, *, overwrite: bool = True) -> Path | None:
 
 
 def save_results(name: str, results: dict, *, device: str, mode: str, dataset: str, wall_time_s: float,
-                 overwrite: bool = True) -> Path | None:
+                 overwrite: bool = True, **info) -> Path | None:
     """Write ``figures/results/<name>.json`` (the numbers behind a figure) when saving figures.
 
-    Records the device, mode, dataset, wall time and software versions next to the numbers.
+    Records the device, mode, dataset, wall time, software versions, adlkit's version and git commit next
+    to the numbers, plus any ``info`` (backbone, weights, image size, schedule, texture source, seeds...).
     """
     if not save_figures():
         return None
     import torch
 
+    from . import __version__
+    from .config import git_commit
+    from .training import write_json
+
     out = figures_dir() / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out = _unique(out, overwrite)
     payload = {"device": device, "mode": mode, "dataset": dataset, "wall_time_s": round(wall_time_s, 2),
-               "torch": torch.__version__, "python": platform.python_version(),
-               "date": time.strftime("%Y-%m-%d"), "results": results}
-    out.write_text(json.dumps(payload, indent=2, default=float))
-    return out
+               "adlkit": __version__, "commit": git_commit(), "torch": torch.__version__,
+               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), **info, "results": results}
+    return write_json(out, payload)

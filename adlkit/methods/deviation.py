@@ -2,7 +2,8 @@
 
 The heads-only version of ADL used by notebooks 02 and 03: the backbone is frozen and its features
 are computed once, so the effect of each loss and of reweighting can be studied in seconds on a CPU.
-One training step (ADL, Algorithm 1, without the backbone and the segmentation head):
+One training step is ADL's (:func:`adlkit.methods.adl.adl_step`, Algorithm 1) without the backbone and
+the segmentation head, with the labels as the BCE target:
 
 1. s = TopKScoreHead(f) (eq. 2);  (mu_R, sigma_R) from m reference draws (eq. 3);  z = (s - mu_R) / sigma_R
 2. l_dev = deviation_loss(z, y) (eq. 4), or after burn-in with ``soft``: soft_deviation_loss(z, p) (eq. 5),
@@ -26,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import deviation_loss, reference_stats, soft_deviation_loss, z_score
+from ..losses import reference_stats
 from ..models.backbone import concat_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
-from ..reweight import batch_weights
+from .adl import ADLConfig, adl_step
 
 __all__ = ["CLEAN", "CONTAMINATED", "PSEUDO", "DeviationConfig", "DeviationHeads", "backbone_features", "feature_split",
            "score_deviation", "train_deviation_heads"]
@@ -50,6 +51,14 @@ class DeviationConfig:
     batch_size: int = 48
     lr: float = 2e-3
     seed: int = 0
+
+
+    def as_adl(self) -> ADLConfig:
+        """The same losses as ADL's switches: no segmentation head, BCE against the labels."""
+        return ADLConfig(margin=self.margin, topk_ratio=self.topk_ratio, m=self.m, use_soft=self.soft, use_bce=True,
+                         use_seg=False, use_reweight=self.reweight != "uniform",
+                         reweight=self.reweight if self.reweight != "uniform" else "alpha", lam=self.lam,
+                         alpha=self.alpha, within_label=self.within_label, bce_target="labels", seed=self.seed)
 
 
 class DeviationHeads(nn.Module):
@@ -76,6 +85,7 @@ def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: 
     labels = labels.to(device).float()
     groups = torch.zeros_like(labels, dtype=torch.long) if groups is None else groups.to(device).long()
     n_groups = int(groups.max()) + 1
+    step_config = config.as_adl()
     history = {"epoch": [], "l_dev": [], "l_bce": [], "weight_by_group": [], "config": asdict(config)}
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
@@ -89,17 +99,10 @@ def train_deviation_heads(features: torch.Tensor, labels: torch.Tensor, config: 
             f, y = features[idx], labels[idx]
             s, _ = heads.score(f)
             mu, sigma = reference_stats(config.m, generator=g, device=device)
-            z = z_score(s, mu, sigma)
             logit = heads.cls(f)
-            if config.soft and after_burn_in:
-                l_dev = soft_deviation_loss(z, torch.sigmoid(logit), config.margin)
-            else:
-                l_dev = deviation_loss(z, y, config.margin)
-            l_bce = F.binary_cross_entropy_with_logits(logit, y, reduction="none")
-            method = config.reweight if after_burn_in else "uniform"
-            w_dev = batch_weights(l_dev, y, method, config.lam, config.alpha, config.within_label)
-            w_bce = batch_weights(l_bce, y, method, config.lam, config.alpha, config.within_label)
-            loss = (w_dev * l_dev).sum() + (w_bce * l_bce).sum()
+            terms = adl_step({"score": s, "logit": logit}, y, None, mu, sigma, y, step_config, after_burn_in)
+            loss, l_dev, w_dev = terms["total"], terms["l_dev"], terms["w_dev"]
+            l_bce = F.binary_cross_entropy_with_logits(logit.detach(), y, reduction="none")  # for the history
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}: lower lr (now {config.lr})")
             opt.zero_grad(set_to_none=True)
