@@ -212,7 +212,6 @@ def _cmd_run(args) -> int:
                "steps_per_epoch": args.steps, "lr": args.lr, "sources": args.sources, "train_backbone": args.train_backbone}
     base = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(config_class, args.set)
-    texture_source = PseudoAnomaly(8, sources=base.sources).source_kind
     for name in rows:
         if name is not None:
             base.ablation(name)  # an unknown row fails before any run
@@ -223,6 +222,7 @@ def _cmd_run(args) -> int:
     for cat, eps, seed, ablation, shots in grid:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
         config = dataclasses.replace(config, **settings)
+        texture_source = PseudoAnomaly(8, sources=config.sources).source_kind
         row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
                "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
                "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
@@ -234,7 +234,7 @@ def _cmd_run(args) -> int:
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
-        train, test = MVTecLike(root, cat, "train", base.image_size), MVTecLike(root, cat, "test", base.image_size)
+        train, test = MVTecLike(root, cat, "train", config.image_size), MVTecLike(root, cat, "test", config.image_size)
         tag = f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
         tag += f"_shots{shots}" if args.method == "multicue" else ""
         ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}{tag}" if args.checkpoint else None

@@ -321,11 +321,17 @@ def test_cached_features_equal_a_fresh_forward(tile):
     assert len(feats) == len(fresh) == 3
     for a, b in zip(feats, fresh):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
-    assert adl.featurize(net, images) is feats  # remembered
+    calls = []
+    hook = net.register_forward_hook(lambda *_: calls.append(1))
+    again = adl.featurize(net, images)  # remembered: the backbone does not run again
+    assert not calls and all(torch.equal(a, b) for a, b in zip(again, feats))
+    part = adl.featurize(net, images[2:5])
+    assert all(torch.equal(a, b[2:5]) for a, b in zip(part, feats))
     with torch.no_grad():
         net.stem[0].weight.mul_(2)  # other weights: not the remembered features
-    again = adl.featurize(net, images)
-    assert not torch.allclose(again[0], feats[0])
+    changed = adl.featurize(net, images)
+    assert calls and not torch.allclose(changed[0], feats[0])
+    hook.remove()
 
 
 def test_the_pseudo_pool_is_reproducible_from_its_seed(tile, tmp_path, monkeypatch):

@@ -1,8 +1,37 @@
+import dataclasses
 import json
+import shutil
 
 import pytest
 
 from adlkit import cli
+
+# A frozen run on the small 64-px dataset of conftest.py: a second or two.
+FAST = ["--image-size", "64", "--epochs", "1", "--steps", "2", "--backbone", "efficientnet_lite0", "--device", "cpu",
+        "--frozen"]
+FAST_SET = ["pool_size=8", "n_normal=4", "n_pseudo=4", "m=200"]
+# What differs between two identical runs: timing and the code version.
+TIMING = {"train_seconds", "wall_seconds", "commit"}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ADLKIT_OFFLINE", "1")
+
+
+def _run(method, root, *extra, sets=()):
+    return ["run", method, "--data", f"mvtec:{root}", *FAST, "--set", *FAST_SET, *sets, *extra]
+
+
+def _n_test(root, category="tile"):
+    from adlkit.data import MVTecLike
+
+    return len(MVTecLike(root, category, "test", 64))
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_bad_contamination_is_rejected_with_the_allowed_range(capsys):
@@ -12,44 +41,205 @@ def test_bad_contamination_is_rejected_with_the_allowed_range(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "adl", "--category", "tile", "--shard", "3/2"])
     assert "0 <= i < n" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "adl", "--category", "tile", "--frozen", "--train-backbone"])
+    assert "not allowed with" in capsys.readouterr().err
 
 
-def test_missing_category_lists_the_available_ones(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path))
-    assert cli.main(["run", "adl", "--category", "bottle", "--image-size", "64"]) == 2
+def test_missing_category_lists_the_available_ones(small_root, tmp_path, capsys):
+    assert cli.main(["run", "adl", "--data", f"mvtec:{small_root}", "--category", "bottle", "--image-size", "64"]) == 2
     err = capsys.readouterr().err
     assert "'bottle' is not in" in err and "available categories" in err and "tile" in err
     assert cli.main(["run", "adl", "--data", "mvtec:" + str(tmp_path / "nope"), "--category", "x"]) == 2
     assert "Expected layout" in capsys.readouterr().err
 
 
-def test_shard_runs_its_slice_writes_results_and_collect_merges(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ADLKIT_OFFLINE", "1")
+def test_shard_runs_its_slice_writes_results_and_collect_merges(small_root, tmp_path, capsys):
     out = tmp_path / "r.json"
-    args = ["run", "adl", "--category", "tile", "washer", "--contamination", "0", "0.1", "--image-size", "64",
-            "--epochs", "1", "--steps", "1", "--backbone", "efficientnet_lite0", "--device", "cpu",
-            "--shard", "1/3", "--out", str(out)]
+    args = _run("adl", small_root, "--category", "tile", "washer", "--contamination", "0", "0.1", "--shard", "1/3",
+                "--out", str(out))
     assert cli.main(args) == 0
     rows = json.loads(out.read_text())
     # grid (tile,0) (tile,0.1) (washer,0) (washer,0.1): slice 1 of 3 is item 1 only
     assert [(r["category"], r["contamination"]) for r in rows] == [("tile", 0.1)]
-    assert rows[0]["backbone"] == "efficientnet_lite0" and 0 <= rows[0]["image_AUROC"] <= 1
+    row = rows[0]
+    assert row["backbone"] == "efficientnet_lite0" and 0 <= row["image_AUROC"] <= 1
+    assert row["weights"].startswith("imagenet") and row["train_backbone"] is False
+    assert row["ablation"] == "ADL (+ segmentation)" and row["maps_from"] == "segmentation head"
+    assert row["n_contaminated"] == 1 and row["n_test"] == _n_test(small_root) - 1  # floor(0.1 / 0.9 * 12) = 1
+    assert set(cli.RUN_FIELDS) | {"seed", "config", "weights", "maps_from", "device", "train_seconds", "wall_seconds",
+                                  "n_contaminated", "n_test", "commit"} <= set(row)
+    capsys.readouterr()
     assert cli.main(args) == 2  # never overwrites results without --overwrite
-    assert "exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "exists" in err and "--resume" in err and "--overwrite" in err
+    assert json.loads(out.read_text()) == rows
     assert cli.main(["collect", str(out), "--out", str(tmp_path / "table")]) == 0
-    assert "| adl | tile | 0.1 | 1 |" in (tmp_path / "table.md").read_text()
-    assert (tmp_path / "table.csv").read_text().startswith("method,category,contamination")
+    md = (tmp_path / "table.md").read_text()
+    assert md.startswith("| method | category | contamination | n | image_AUPR | image_AUROC | pixel_AUPR |")
+    assert f"| adl | tile | 0.1 | 1 | {row['image_AUPR']:.3f} | {row['image_AUROC']:.3f} |" in md
+    assert (tmp_path / "table.csv").read_text().startswith("method,category,contamination,n,image_AUPR,image_AUROC")
+    assert cli.main(["collect", str(out), "--out", str(tmp_path / "table")]) == 2  # the table exists
+    assert cli.main(["collect", str(out), "--out", str(tmp_path / "table"), "--overwrite"]) == 0
 
 
-def test_run_multicue_reports_every_cue(monkeypatch, tmp_path):
-    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ADLKIT_OFFLINE", "1")
-    out = tmp_path / "mc.json"
-    assert cli.main(["run", "multicue", "--category", "tile", "--contamination", "0.1", "--shots", "2",
-                     "--image-size", "64", "--epochs", "1", "--steps", "1", "--backbone", "efficientnet_lite0",
-                     "--device", "cpu", "--out", str(out)]) == 0
+def test_a_resumed_grid_gives_the_same_file_as_an_uninterrupted_one(small_root, tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    grid = ["--category", "tile", "--contamination", "0", "0.1"]
+    sets = ["burn_in=2", "lam=0.5"]
+    assert cli.main(_run("adl", small_root, *grid, "--out", str(a), sets=sets)) == 0
+    # the grid "killed" after its first run: only that run reached the file
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--out", str(b),
+                         sets=sets)) == 0
+    assert len(json.loads(b.read_text())) == 1
+    capsys.readouterr()
+    assert cli.main(_run("adl", small_root, *grid, "--out", str(b), "--resume", sets=sets)) == 0
+    printed = capsys.readouterr().out
+    assert "contamination=0 seed=0: already in" in printed and "skipped (--resume)" in printed
+    rows_a, rows_b = json.loads(a.read_text()), json.loads(b.read_text())
+    assert [r["contamination"] for r in rows_b] == [0.0, 0.1]
+    assert _without_timing(rows_a) == _without_timing(rows_b)
+    # --set lands in the config and names the setting; the switches still make a Table 2 row
+    for r in rows_a:
+        assert r["config"]["burn_in"] == 2 and r["config"]["lam"] == 0.5 and r["config"]["train_backbone"] is False
+        assert r["setting"] == "burn_in=2 lam=0.5 m=200 n_normal=4 n_pseudo=4 pool_size=8"
+        assert r["ablation"] == "ADL (+ segmentation)"
+    # --overwrite starts the file again
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0.1", "--out", str(b),
+                         "--overwrite", sets=sets)) == 0
+    assert _without_timing(json.loads(b.read_text())) == _without_timing(rows_a[1:])
+
+
+def test_set_and_ablation_axes(small_root, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--out", str(out),
+                         "--ablation", "deviation only", "+ BCE head", sets=["use_seg=false"])) == 0
+    rows = json.loads(out.read_text())
+    assert [r["ablation"] for r in rows] == ["deviation only", "+ BCE head"]
+    assert [r["config"]["use_bce"] for r in rows] == [False, True]
+    assert all(r["maps_from"] == "patch scores" for r in rows)
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--overwrite",
+                         "--out", str(out), sets=["use_bce=false"])) == 0
+    assert json.loads(out.read_text())[0]["ablation"] == "custom"  # no row of Table 2
+    capsys.readouterr()
+    assert cli.main(_run("adl", small_root, "--category", "tile", sets=["nope=1"])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adlkit: error:") and "nope" in err and "no such field" in err
+    assert "burn_in" in err and "lam" in err  # the fields it could have been
+    assert cli.main(_run("adl", small_root, "--category", "tile", sets=["burn_in=two"])) == 2
+    assert "--set burn_in=two: expected" in capsys.readouterr().err
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--ablation", "everything")) == 2
+    assert "unknown ablation" in capsys.readouterr().err
+
+
+def test_config_changes_are_typed_like_the_fields():
+    from adlkit.methods.adl import ADLConfig
+    from adlkit.methods.multicue import MultiCueConfig
+
+    got = cli.config_changes(ADLConfig, ["burn_in=2", "lam=0.5", "use_seg=false", "sources=none",
+                                         "beta_range=0.2,0.8", "reweight=kl"])
+    assert got == {"burn_in": 2, "lam": 0.5, "use_seg": False, "sources": None, "beta_range": (0.2, 0.8),
+                   "reweight": "kl"}
+    assert type(got["burn_in"]) is int
+    assert cli.config_changes(MultiCueConfig, ["shots_per_batch=3"]) == {"shots_per_batch": 3}
+    with pytest.raises(ValueError, match="no such field"):
+        cli.config_changes(ADLConfig, ["shots_per_batch=3"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cli.config_changes(ADLConfig, ["burn_in"])
+    with pytest.raises(ValueError, match="expected an? int"):
+        cli.config_changes(ADLConfig, ["burn_in=two"])
+    with pytest.raises(ValueError, match="true or false"):
+        cli.config_changes(ADLConfig, ["use_seg=maybe"])
+
+
+def test_a_test_split_with_one_class_prints_a_summary(small_root, tmp_path, capsys):
+    root = tmp_path / "onlygood"
+    shutil.copytree(small_root / "tile" / "train", root / "tile" / "train")
+    shutil.copytree(small_root / "tile" / "test" / "good", root / "tile" / "test" / "good")
+    out = tmp_path / "r.json"
+    assert cli.main(_run("adl", root, "--category", "tile", "--contamination", "0", "--out", str(out))) == 0
+    assert "no metric (the test split has one class only)" in capsys.readouterr().out
     row = json.loads(out.read_text())[0]
-    assert row["method"] == "multicue" and row["shots"] == 2
-    for key in ("deviation_AUROC", "uncertainty_AUROC", "segmentation_AUROC", "fused_AUROC", "grad_AUPRO", "seg_AUPRO"):
-        assert 0.0 <= row[key] <= 1.0
+    assert not [k for k in row if k.endswith(cli.METRIC_SUFFIXES)]
+    assert cli._summary({}) == "no metric (the test split has one class only)"
+    assert cli._summary({"image_AUROC": 0.5, "pixel_AUROC": None}) == "image_AUROC 0.500"
+
+
+def test_an_unreadable_image_is_an_error_that_names_it(small_root, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(small_root / "tile", root / "tile")
+    bad = sorted((root / "tile" / "train" / "good").glob("*.png"))[3]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    assert cli.main(_run("adl", root, "--category", "tile", "--contamination", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adlkit: error:") and "cannot read image" in err and bad.name in err
+
+
+def test_run_multicue_reports_every_cue(small_root, tmp_path):
+    out = tmp_path / "mc.json"
+    assert cli.main(_run("multicue", small_root, "--category", "tile", "--contamination", "0.1", "--shots", "1", "2",
+                         "--out", str(out), sets=["shots_per_batch=2"])) == 0
+    rows = json.loads(out.read_text())
+    assert [r["shots"] for r in rows] == [1, 2]  # several --shots: a grid axis
+    row = rows[1]
+    assert row["method"] == "multicue" and row["config"]["shots_per_batch"] == 2
+    assert [r["n_test"] for r in rows] == [_n_test(small_root) - 1 - 1, _n_test(small_root) - 1 - 2]
+    for key in ("image_AUROC", "image_AUPR", "cue_deviation_image_AUROC", "cue_uncertainty_image_AUROC",
+                "cue_segmentation_image_AUROC", "grad_pixel_AUROC", "grad_pixel_AUPRO", "seg_pixel_AUROC",
+                "seg_pixel_AUPRO"):
+        assert 0.0 <= row[key] <= 1.0, key
+
+
+# ----------------------------------------------------------------------------- collect
+def _row(method, shots, seed, **metrics):
+    from adlkit.methods.adl import ADLConfig
+    from adlkit.methods.multicue import MultiCueConfig
+
+    config = (MultiCueConfig if method == "multicue" else ADLConfig)(seed=seed, train_backbone=False)
+    return {"method": method, "variant": "paper", "ablation": "ADL (+ segmentation)", "setting": "",
+            "dataset": "synthetic", "category": "tile", "contamination": 0.1, "shots": shots, "leaky": False,
+            "train_backbone": False, "backbone": "efficientnet_lite0", "image_size": 64, "texture_source": "built-in",
+            "seed": seed, "config": dataclasses.asdict(config), "train_seconds": 1.0 + seed, "commit": "abc",
+            **metrics}
+
+
+def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys):
+    adl_rows = [_row("adl", 0, s, image_AUROC=0.6 + s / 10, pixel_AUROC=0.7 + s / 5, pixel_AUPRO=0.5)
+                for s in (0, 1)]
+    mc_rows = [_row("multicue", k, s, image_AUROC=0.8, cue_deviation_image_AUROC=0.7, grad_pixel_AUROC=0.9,
+                    grad_pixel_AUPRO=0.6 + s / 10, seg_pixel_AUROC=0.95, seg_pixel_AUPRO=None)
+               for k in (2, 5) for s in (0, 1, 2)]
+    (tmp_path / "adl.json").write_text(json.dumps(adl_rows))
+    (tmp_path / "mc.json").write_text(json.dumps(mc_rows))
+    table = cli.collect_rows(adl_rows + mc_rows)
+    assert [(t["method"], t["shots"], t["n"]) for t in table] == [("adl", 0, 2), ("multicue", 2, 3), ("multicue", 5, 3)]
+    adl_line, mc2, mc5 = table
+    assert adl_line["image_AUROC"] == "0.650 ± 0.050" and adl_line["pixel_AUROC"] == "0.800 ± 0.100"
+    assert adl_line["pixel_AUPRO"] == "0.500 ± 0.000"
+    assert adl_line["grad_pixel_AUROC"] == "" and adl_line["seg_pixel_AUROC"] == ""
+    for line in (mc2, mc5):
+        assert line["pixel_AUROC"] == "" and line["grad_pixel_AUROC"] == "0.900 ± 0.000"
+        assert line["grad_pixel_AUPRO"] == "0.700 ± 0.082" and line["seg_pixel_AUROC"] == "0.950 ± 0.000"
+        assert "seg_pixel_AUPRO" not in line  # measured by no run: no column
+        assert line["shots_per_batch"] == 4  # a config field only some runs have is shown
+    assert adl_line["shots_per_batch"] is None
+    assert "seed" not in adl_line and "train_seconds" not in adl_line
+    # a different config (other than the seed) is another setting
+    other = [_row("adl", 0, 0, image_AUROC=0.5)]
+    other[0]["config"]["lam"] = 0.5
+    table = cli.collect_rows(adl_rows + other)
+    assert sorted((t["n"], t["lam"]) for t in table) == [(1, 0.5), (2, 0.1)]
+
+    assert cli.main(["collect", str(tmp_path / "adl.json"), str(tmp_path / "mc.json"), "--out",
+                     str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert len(md) == 2 + 3
+    header = [h.strip() for h in md[0].strip("|").split("|")]
+    assert header[:4] == ["category", "contamination", "method", "shots"]  # the fields that vary come last
+    for name in ("pixel_AUROC", "grad_pixel_AUROC", "seg_pixel_AUROC", "n"):
+        assert name in header
+    cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in md[2:]]
+    assert [c["pixel_AUROC"] for c in cells] == ["0.800 ± 0.100", "", ""]
+    assert [c["grad_pixel_AUROC"] for c in cells] == ["", "0.900 ± 0.000", "0.900 ± 0.000"]
+    assert "(8 results, 3 settings)" in capsys.readouterr().out
+    assert cli.main(["collect", str(tmp_path / "missing.json"), "--out", str(tmp_path / "u")]) == 2

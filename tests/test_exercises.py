@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -195,24 +196,46 @@ def torch_relu(x):
     return torch.relu(x)
 
 
-def test_adl_step_checker_catches_a_missing_term():
-    import torch.nn.functional as F
-
-    from adlkit import losses, reweight
+def test_adl_step_checker_accepts_the_reference(capsys):
     from adlkit.checks import check_adl_step
+    from adlkit.methods.adl import adl_step
 
-    def forgets_the_weights(out, labels, masks, mu_r, sd_r, config):
-        y = labels.float()
-        z = (out["score"] - mu_r) / sd_r
-        total = losses.deviation_loss(z, y, config.margin).mean()
-        if config.use_bce:
-            total = total + F.binary_cross_entropy_with_logits(out["logit"], y)
-        if config.use_seg:
-            total = total + losses.focal_loss(out["seg"], masks, reduction="mean")
-        return total + 0 * reweight.instance_weights(z, "uniform").sum()
+    # run_cases calls the student's function with keyword arguments (out=..., labels=..., ...)
+    check_adl_step(lambda **inputs: adl_step(**inputs)["total"])
+    assert "check_adl_step: all 12 cases passed" in capsys.readouterr().out
+
+    def adl_loss(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):  # as the notebook's exercise
+        return adl_step(out, labels, masks, mu_r, sd_r, target, config, after_burn_in)["total"]
+
+    check_adl_step(adl_loss)
+
+
+def test_adl_step_checker_catches_a_missing_term():
+    from adlkit.checks import check_adl_step
+    from adlkit.methods.adl import adl_step
+
+    def forgets_the_weights(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):
+        """Right in every respect but one: the reweighting (eqs. 8-10) is never switched on."""
+        return adl_step(out, labels, masks, mu_r, sd_r, target, dataclasses.replace(config, use_reweight=False),
+                        after_burn_in)["total"]
+
+    with pytest.raises(AssertionError, match="FAILED: .*after burn-in"):
+        check_adl_step(forgets_the_weights)
+
+    def labels_as_target(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):
+        """Ignores the k-means target: BCE always against the labels."""
+        return adl_step(out, labels, masks, mu_r, sd_r, None if target is None else labels.float(), config,
+                        after_burn_in)["total"]
+
+    with pytest.raises(AssertionError, match="FAILED: .*BCE target k-means"):
+        check_adl_step(labels_as_target)
+
+    def always_hard(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):
+        """Ignores burn-in: hard labels and uniform weights throughout."""
+        return adl_step(out, labels, masks, mu_r, sd_r, target, config, False)["total"]
 
     with pytest.raises(AssertionError, match="FAILED"):
-        check_adl_step(forgets_the_weights)
+        check_adl_step(always_hard)
 
 
 def test_cue_fusion_checker_catches_the_arithmetic_mean():

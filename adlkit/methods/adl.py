@@ -40,6 +40,8 @@ Two settings (``ADLConfig.train_backbone``):
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -188,6 +190,8 @@ _MEMO_LIMIT = 8
 
 
 def _backbone_key(net) -> tuple:
+    """Which backbone made a feature: name, weights, levels and a checksum of the stem's first weights (it
+    tells seeded random initialisations apart). A frozen backbone is never changed in place."""
     first = next(net.parameters())
     return (net.name, net.weights, tuple(net.levels), net.normalize, float(first.detach().double().sum()))
 
@@ -205,26 +209,38 @@ def _remember(key, make):
     return _MEMO[key]
 
 
+_IMAGE_FEATURES: OrderedDict = OrderedDict()  # (backbone, image hash) -> that image's levels
+_IMAGE_LIMIT = 4000  # images (about 360 KB each for Lite0 at 256 px)
+
+
 @torch.no_grad()
 def featurize(net, images: torch.Tensor, batch_size: int = 32) -> list[torch.Tensor]:
     """A frozen backbone's levels for ``images`` (uint8 or float in [0, 1], [N, 3, S, S]), in batches.
 
-    Remembered (per backbone and image content) for the rest of the process, so runs that share images
-    (the clean training images of every contamination level, the test set) featurise them once.
+    Remembered image by image (per backbone and image content) for the rest of the process, so runs
+    that share images (the clean training images of every contamination level, the test set) featurise
+    each of them once.
     """
-    def compute():
+    bkey = _backbone_key(net)
+    keys = [(bkey, _images_key(im)) for im in images]
+    todo = [i for i, k in enumerate(keys) if k not in _IMAGE_FEATURES]
+    if todo:
         was = net.training
         net.eval()
         device = next(net.parameters()).device
-        out = []
-        for chunk in images.split(batch_size):
-            x = chunk.to(device)
+        for chunk in torch.tensor(todo).split(batch_size):
+            x = images[chunk].to(device)
             x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            out.append([m.contiguous() for m in net(x.contiguous(memory_format=torch.channels_last))])
+            levels = net(x.contiguous(memory_format=torch.channels_last))
+            for j, i in enumerate(chunk.tolist()):
+                _IMAGE_FEATURES[keys[i]] = [m[j].contiguous() for m in levels]
         net.train(was)
-        return [torch.cat(level) for level in zip(*out)] if out else []
-
-    return _remember((_backbone_key(net), "images", _images_key(images)), compute)
+    for k in keys:
+        _IMAGE_FEATURES.move_to_end(k)
+    out = [torch.stack(level) for level in zip(*(_IMAGE_FEATURES[k] for k in keys))] if keys else []
+    while len(_IMAGE_FEATURES) > max(_IMAGE_LIMIT, len(keys)):
+        _IMAGE_FEATURES.popitem(last=False)
+    return out
 
 
 @dataclass
@@ -259,9 +275,10 @@ def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk
             return PseudoPool(saved["features"], saved["masks"], saved["source_kind"])
         pool = make()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)  # shards may race here
+        os.close(fd)
         torch.save({"features": pool.features, "masks": pool.masks, "source_kind": pool.source_kind}, tmp)
-        tmp.replace(path)
+        os.replace(tmp, path)
         return pool
 
     def make():
