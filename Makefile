@@ -53,7 +53,7 @@ check-notebooks: bootstrap
 lab: bootstrap
 	$(PY) -m jupyter lab notebooks
 
-## Full mode, writing figures/*.png and figures/results/*.json (meant for a GPU).
+## Full mode (the papers' plots; <= 15 min a notebook on a 2-core CPU), writing figures/*.png and figures/results/*.json.
 figures: bootstrap
 	$(PY) -m adlkit execute $(NOTEBOOKS) --full --save-figures --out build/notebooks
 

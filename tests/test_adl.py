@@ -24,10 +24,8 @@ from adlkit.models.backbone import backbone, concat_levels, conv1x1_on_levels
 
 
 @pytest.fixture(scope="module")
-def tile(tmp_path_factory):
-    root = D.synthetic(tmp_path_factory.mktemp("adl") / "s", image_size=64, seed=1, n_train=40, n_test_good=10,
-                       n_test_per_defect=5, classes=("tile",), verbose=False)
-    return D.MVTecLike(root, "tile", "train", 64), D.MVTecLike(root, "tile", "test", 64)
+def tile(tile_class):
+    return tile_class(seed=1, n_test_per_defect=5)
 
 
 @pytest.fixture(scope="module")

@@ -52,10 +52,8 @@ def test_fuse_is_the_geometric_mean_with_equal_weights_and_follows_weights():
 
 
 @pytest.fixture(scope="module")
-def tile(tmp_path_factory):
-    root = D.synthetic(tmp_path_factory.mktemp("mc") / "s", image_size=64, seed=2, n_train=40, n_test_good=10,
-                       n_test_per_defect=6, classes=("tile",), verbose=False)
-    return D.MVTecLike(root, "tile", "train", 64), D.MVTecLike(root, "tile", "test", 64)
+def tile(tile_class):
+    return tile_class(seed=2, n_test_per_defect=6)
 
 
 @pytest.fixture(scope="module")
