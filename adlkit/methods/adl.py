@@ -83,6 +83,7 @@ class ADLConfig:
     topk_ratio: float = 0.1
     m: int = 5000
     focal_gamma: float = 2.0
+    seg_loss_size: int = 0  # the focal loss's resolution; 0 = the input's. The maps are 1/8 of it, upsampled.
     # reweighting (eqs. 8-10)
     reweight: str = "alpha"
     lam: float = 0.1
@@ -180,8 +181,9 @@ class ADLModel(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, x: torch.Tensor, seg: bool = True) -> dict:
-        return self.heads(self.backbone(x), x.shape[-2:], seg)
+    def forward(self, x: torch.Tensor, seg: bool = True, seg_size=None) -> dict:
+        """``seg_size``: the anomaly map's size (default: the input's)."""
+        return self.heads(self.backbone(x), seg_size or x.shape[-2:], seg)
 
 
 # ----------------------------------------------------------------------------- frozen setting: cached features
@@ -376,14 +378,17 @@ def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
     inputs = _cat(data.take(normal_index), fake)
     masks = None if fake_masks is None else torch.cat([fake_masks.new_zeros(config.n_normal, *fake_masks.shape[1:]),
                                                        fake_masks]).float()
+    if masks is not None and config.seg_loss_size and config.seg_loss_size != masks.shape[-1]:
+        masks = F.interpolate(masks, size=(config.seg_loss_size,) * 2, mode="nearest")  # where the focal loss looks
     labels = torch.cat([torch.zeros(config.n_normal), torch.ones(config.n_pseudo)]).to(fake[0].device if
                                                                                          isinstance(fake, list) else fake.device)
     return {"inputs": inputs, "masks": masks, "labels": labels, "normal_index": normal_index}
 
 
 def forward(model: ADLModel, inputs, size: int, seg: bool = True) -> dict:
-    """The model on a batch's inputs: images (end to end) or cached levels (frozen: the heads only)."""
-    return model.heads(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg)
+    """The model on a batch's inputs: images (end to end) or cached levels (frozen: the heads only);
+    the anomaly map comes out at ``size`` x ``size``."""
+    return model.heads(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg, (size, size))
 
 
 # ----------------------------------------------------------------------------- one step of Algorithm 1
@@ -492,6 +497,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
                                               train_backbone=config.train_backbone)
     t0 = time.perf_counter() - history["seconds"]
     use_amp = config.amp and device.type == "cuda"
+    seg_size = config.seg_loss_size or config.image_size
     model.train()
     for epoch in _epochs(start, config, progress):
         after = epoch >= config.burn_in  # burn-in: hard labels, uniform weights
@@ -499,7 +505,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
         for step in range(config.steps_per_epoch):
             batch = sample(data, config, gens)  # 1. n normal-labelled images + n (pseudo-)anomalies
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = forward(model, batch["inputs"], config.image_size, config.use_seg)  # 2. s, p, anomaly map
+                out = forward(model, batch["inputs"], seg_size, config.use_seg)  # 2. s, p, anomaly map
             mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)  # 3. r ~ N(0, 1), eq. 3
             target = bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
                                 gens["cpu"])  # 4. labels or k-means labels

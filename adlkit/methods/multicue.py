@@ -72,7 +72,10 @@ def sample_batch(data: adl.ADLData, config: MultiCueConfig, gens: dict, shots: T
     else:
         batch["inputs"] = torch.cat([batch["inputs"][:keep], shots.images[pick].float() / 255])
     if batch["masks"] is not None:
-        batch["masks"] = torch.cat([batch["masks"][:keep], shots.masks[pick].to(batch["masks"])])
+        real_masks = shots.masks[pick].to(batch["masks"])
+        if real_masks.shape[-2:] != batch["masks"].shape[-2:]:  # the focal loss's resolution (seg_loss_size)
+            real_masks = F.interpolate(real_masks, size=batch["masks"].shape[-2:], mode="nearest")
+        batch["masks"] = torch.cat([batch["masks"][:keep], real_masks])
     return batch
 
 
