@@ -1,3 +1,4 @@
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -405,3 +406,20 @@ def test_run_contaminated_moves_anomalies_into_training(tile):
     assert r["history"]["weight_contaminated"][0] is not None and "model" in r and "image_AUROC" in r
     leaky = adl.run_contaminated(tiny(train_backbone=False, epochs=1), train, test, 0.1, leaky=True)
     assert len(leaky["labels"]) == len(test)
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "end-to-end"])
+def test_the_focal_loss_at_a_lower_resolution(tile, frozen, tmp_path, monkeypatch):
+    """seg_loss_size: masks come max-pooled (thin defects survive) and the map at that size; scoring maps stay
+    input-sized."""
+    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path))
+    train, test = tile
+    cfg = tiny(train_backbone=not frozen, seg_loss_size=16, epochs=1)
+    data = adl.prepare_data(cfg, ADLModel(cfg), train, "cpu")
+    batch = adl.sample_batch(data, cfg, training.generators(0))
+    full = adl.sample_batch(data, dataclasses.replace(cfg, seg_loss_size=0), training.generators(0))
+    assert batch["masks"].shape[-2:] == (16, 16) and full["masks"].shape[-2:] == (64, 64)
+    assert torch.equal(batch["masks"], torch.nn.functional.adaptive_max_pool2d(full["masks"], 16))
+    model, hist = train_adl(cfg, train)
+    assert torch.isfinite(torch.tensor(hist["seg"])).all() and hist["seg"][0] > 0
+    assert score_adl(model, test)["maps"].shape[-2:] == (64, 64)

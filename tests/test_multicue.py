@@ -163,3 +163,13 @@ def test_train_multicue_without_shots_is_adl(tile, tmp_path, monkeypatch):
     b, _ = adl.train_adl(cfg, train)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def test_shot_masks_follow_the_focal_loss_resolution(tile, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path))
+    train, test = tile
+    cfg = _tiny(train_backbone=False, seg_loss_size=16)
+    shots, _, _ = D.few_shot(test, 2, seed=0)
+    data = adl.prepare_data(cfg, adl.ADLModel(cfg), train, "cpu")
+    mixed = sample_batch(data, cfg, training.generators(0), shots=D.cache_tensors(shots))
+    assert mixed["masks"].shape[-2:] == (16, 16) and mixed["masks"][6:].sum() > 0

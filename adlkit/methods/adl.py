@@ -83,7 +83,7 @@ class ADLConfig:
     topk_ratio: float = 0.1
     m: int = 5000
     focal_gamma: float = 2.0
-    seg_loss_size: int = 0  # the focal loss's resolution; 0 = the input's. The maps are 1/8 of it, upsampled.
+    seg_loss_size: int = 0  # the focal loss's resolution (masks max-pooled to it); 0 = the input's
     # reweighting (eqs. 8-10)
     reweight: str = "alpha"
     lam: float = 0.1
@@ -379,7 +379,7 @@ def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
     masks = None if fake_masks is None else torch.cat([fake_masks.new_zeros(config.n_normal, *fake_masks.shape[1:]),
                                                        fake_masks]).float()
     if masks is not None and config.seg_loss_size and config.seg_loss_size != masks.shape[-1]:
-        masks = F.interpolate(masks, size=(config.seg_loss_size,) * 2, mode="nearest")  # where the focal loss looks
+        masks = F.adaptive_max_pool2d(masks, config.seg_loss_size)  # a cell with any defect pixel is a defect
     labels = torch.cat([torch.zeros(config.n_normal), torch.ones(config.n_pseudo)]).to(fake[0].device if
                                                                                          isinstance(fake, list) else fake.device)
     return {"inputs": inputs, "masks": masks, "labels": labels, "normal_index": normal_index}

@@ -74,7 +74,7 @@ def sample_batch(data: adl.ADLData, config: MultiCueConfig, gens: dict, shots: T
     if batch["masks"] is not None:
         real_masks = shots.masks[pick].to(batch["masks"])
         if real_masks.shape[-2:] != batch["masks"].shape[-2:]:  # the focal loss's resolution (seg_loss_size)
-            real_masks = F.interpolate(real_masks, size=batch["masks"].shape[-2:], mode="nearest")
+            real_masks = F.adaptive_max_pool2d(real_masks, batch["masks"].shape[-2:])
         batch["masks"] = torch.cat([batch["masks"][:keep], real_masks])
     return batch
 
