@@ -188,7 +188,7 @@ class ADLModel(nn.Module):
 
 # ----------------------------------------------------------------------------- frozen setting: cached features
 _MEMO: OrderedDict = OrderedDict()  # (backbone, what) -> features: reused by every run in this process
-_MEMO_LIMIT = 8
+_MEMO_LIMIT = 4  # pools are ~0.4 GB each (Lite0, 256 px, 1000); they are on disk too
 
 
 def _backbone_key(net) -> tuple:
