@@ -24,7 +24,9 @@ def test_sources_come_from_the_folder_named_by_adlkit_textures(texture_folder, m
     monkeypatch.setenv("ADLKIT_TEXTURES", str(texture_folder))
     assert config.textures_dir() == texture_folder
     pa = PseudoAnomaly(64)
-    assert str(texture_folder) in pa.source_kind and "3 images" in pa.source_kind
+    # the folder's name, not its path: result files must not record paths outside the repository
+    assert f"'{texture_folder.name}'" in pa.source_kind and str(texture_folder) not in pa.source_kind
+    assert "3 images" in pa.source_kind
     assert "ADLKIT_TEXTURES" in pa.source_kind and pa.source_kind in repr(pa)
     assert pa.sources.shape == (3, 3, 64, 64) and pa.sources.dtype == torch.uint8
     # every source is one of the flat colours, and all three are there
