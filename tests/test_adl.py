@@ -319,7 +319,7 @@ def test_cached_features_equal_a_fresh_forward(tile):
         fresh = net(images.float() / 255)
     assert len(feats) == len(fresh) == 3
     for a, b in zip(feats, fresh):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)  # channels_last convs round differently
     calls = []
     hook = net.register_forward_hook(lambda *_: calls.append(1))
     again = adl.featurize(net, images)  # remembered: the backbone does not run again
