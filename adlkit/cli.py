@@ -271,15 +271,22 @@ def collect_rows(rows: list[dict]) -> list[dict]:
     every metric present as mean ± std over seeds and the number of seeds ``n``."""
     from collections import defaultdict
 
+    # Config fields every run of a method has: a field added in a later version (absent from older result
+    # files) does not split runs made with its default behaviour; a non-default value is in "setting" too.
+    fields_of = defaultdict(list)
+    for r in rows:
+        fields_of[r.get("method")].append(set(r.get("config") or {}))
+    common = {m: set.intersection(*fs) - {"seed"} for m, fs in fields_of.items()}
     groups = defaultdict(list)
     for r in rows:
-        config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+        config = {k: v for k, v in (r.get("config") or {}).items() if k in common[r.get("method")]}
         key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS}, "config": config}, sort_keys=True, default=str)
         groups[key].append(r)
     varying = [k for k in RUN_FIELDS if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
     shown = [k for k in ("method", "category", "contamination") if k not in varying] + varying
     configs = {k: json.loads(k)["config"] for k in groups}
-    differing = sorted({f for c in configs.values() for f in c if len({json.dumps(d.get(f)) for d in configs.values()}) > 1}
+    every = {f for c in configs.values() for f in c}  # a field shown is one whose value varies where it exists
+    differing = sorted({f for f in every if len({json.dumps(c[f]) for c in configs.values() if f in c}) > 1}
                        - set(RUN_FIELDS) - {"ablation"})
     metric_names = sorted({k for r in rows for k in r if k.endswith(METRIC_SUFFIXES) and r[k] is not None},
                           key=lambda k: (not k.startswith("image_"), k))

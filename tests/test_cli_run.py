@@ -221,8 +221,13 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
         assert line["pixel_AUROC"] == "" and line["grad_pixel_AUROC"] == "0.900 ± 0.000"
         assert line["grad_pixel_AUPRO"] == "0.700 ± 0.082" and line["seg_pixel_AUROC"] == "0.950 ± 0.000"
         assert "seg_pixel_AUPRO" not in line  # measured by no run: no column
-        assert line["shots_per_batch"] == 4  # a config field only some runs have is shown
-    assert adl_line["shots_per_batch"] is None
+        assert "shots_per_batch" not in line  # the same in every run that has it: no column
+    varied = [dict(r, config={**r["config"], "shots_per_batch": 2 + r["seed"]}) for r in mc_rows[:2]]
+    lines = cli.collect_rows(adl_rows + varied)
+    assert [line.get("shots_per_batch") for line in lines] == [None, 2, 3]  # varies where it exists: shown
+    # a field a later version added (absent from older files) does not split runs made with its default
+    older = [dict(r, config={k: v for k, v in r["config"].items() if k != "lam"}) for r in adl_rows[:1]]
+    assert [t["n"] for t in cli.collect_rows(older + adl_rows[1:])] == [2]
     assert "seed" not in adl_line and "train_seconds" not in adl_line
     # a different config (other than the seed) is another setting
     other = [_row("adl", 0, 0, image_AUROC=0.5)]
