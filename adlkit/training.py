@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["generators", "seeded", "config_to_json", "config_from_json", "save_checkpoint", "load_checkpoint",
-           "start_or_resume", "new_history", "log_epoch", "check_finite", "write_json", "append_result",
+           "save_atomic", "start_or_resume", "new_history", "log_epoch", "check_finite", "write_json", "append_result",
            "read_results"]
 
 
@@ -73,13 +73,29 @@ def save_checkpoint(path: str | Path, config, states: dict, epoch: int, history:
     if path.exists() and not overwrite:
         raise FileExistsError(f"checkpoint {path} exists; pass overwrite=True (CLI: --overwrite) to replace it, "
                               "or choose another --checkpoint folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"states": {k: v.state_dict() for k, v in states.items()}, "config": config_to_json(config),
                "config_class": type(config).__name__, "epoch": epoch, "history": json.dumps(history),
                "generators": {k: g.get_state() for k, g in gens.items()}}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    return save_atomic(payload, path)
+
+
+def save_atomic(obj, path: str | Path) -> Path:
+    """``torch.save`` through a uniquely named temporary file in the same folder and a rename: readers never
+    see a half-written file, and two processes writing the same path do not share a temporary file."""
+    return _replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def _replace_atomically(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a fresh temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -164,17 +180,12 @@ def write_json(path: str | Path, obj, overwrite: bool = True) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def write(tmp):
+        with open(tmp, "w") as fh:
             json.dump(_clean(obj), fh, indent=2)
             fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return _replace_atomically(path, write)
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -40,8 +40,6 @@ Two settings (``ADLConfig.train_backbone``):
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -232,8 +230,7 @@ def featurize(net, images: torch.Tensor, batch_size: int = 32) -> list[torch.Ten
         device = next(net.parameters()).device
         for chunk in torch.tensor(todo).split(batch_size):
             x = images[chunk].to(device)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            levels = net(x.contiguous(memory_format=torch.channels_last))
+            levels = _features(net, x.float() / 255 if x.dtype == torch.uint8 else x.float())
             for j, i in enumerate(chunk.tolist()):
                 _IMAGE_FEATURES[keys[i]] = [m[j].contiguous() for m in levels]
         net.train(was)
@@ -276,17 +273,14 @@ def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk
             saved = torch.load(path, map_location=device, weights_only=True)
             return PseudoPool(saved["features"], saved["masks"], saved["source_kind"])
         pool = make()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)  # shards may race here
-        os.close(fd)
-        torch.save({"features": pool.features, "masks": pool.masks, "source_kind": pool.source_kind}, tmp)
-        os.replace(tmp, path)
+        training.save_atomic({"features": pool.features, "masks": pool.masks, "source_kind": pool.source_kind}, path)
         return pool
 
     def make():
         g_pick = torch.Generator().manual_seed(config.seed + 2)
         g_synth = torch.Generator(device=device).manual_seed(config.seed + 3)
         bases = torch.randint(len(images), (config.pool_size,), generator=g_pick)
+        net.eval()  # a frozen backbone keeps its BatchNorm statistics
         feats, masks = [], []
         for idx in bases.split(chunk):
             fake, mask, _ = pseudo(images[idx].to(device).float() / 255, g_synth)
@@ -299,8 +293,7 @@ def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk
 
 @torch.no_grad()
 def _features(net, x: torch.Tensor) -> list[torch.Tensor]:
-    """Levels of a frozen backbone for float images, not remembered (pool members are seen once)."""
-    net.eval()
+    """Levels of a frozen backbone (in eval mode) for float images, not remembered (pool members are seen once)."""
     return [m.contiguous() for m in net(x.contiguous(memory_format=torch.channels_last))]
 
 
@@ -314,7 +307,6 @@ class ADLData:
     contaminated: torch.Tensor  # bool [N]: ground truth, only for the history of weights
     pool: PseudoPool | None
     pseudo: PseudoAnomaly | None  # end to end: synthesises each batch's pseudo-anomalies
-    image_size: int
     backbone: nn.Module | None = None  # frozen: the backbone that made the features
 
     def __len__(self) -> int:
@@ -351,9 +343,9 @@ def prepare_data(config: ADLConfig, model: ADLModel, train: ImageDataset, device
             base_cache = cache_tensors(pool_from, device)
             bases = base_cache.images[base_cache.labels == 0]
         return ADLData(featurize(model.backbone, images), contaminated, pseudo_pool(config, model.backbone, bases),
-                       None, config.image_size, model.backbone)
+                       None, model.backbone)
     pseudo = PseudoAnomaly(config.image_size, sources=config.sources, beta_range=config.beta_range, device=device)
-    return ADLData(images, contaminated, None, pseudo, config.image_size)
+    return ADLData(images, contaminated, None, pseudo)
 
 
 def _cat(a, b):
