@@ -219,10 +219,13 @@ def _cmd_run(args) -> int:
     if out is not None and args.overwrite:
         training.write_json(out, [])
     commit = cfg_mod.git_commit()
+    texture_sources = {}
     for cat, eps, seed, ablation, shots in grid:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
         config = dataclasses.replace(config, **settings)
-        texture_source = PseudoAnomaly(8, sources=config.sources).source_kind
+        if config.sources not in texture_sources:  # describing a texture folder decodes it: once per folder
+            texture_sources[config.sources] = PseudoAnomaly(8, sources=config.sources).source_kind
+        texture_source = texture_sources[config.sources]
         row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
                "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
                "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
