@@ -11,6 +11,14 @@ Visual Anomaly Detection with Data Contamination*, arXiv:2411.09558, 2024), whic
 * eq. 5  soft deviation loss (1 - p)|z| + p max(0, gamma - z)     :func:`soft_deviation_loss`
 * focal loss for the segmentation head (Lin et al., ICCV 2017)     :func:`focal_loss`
 
+Feature reconstruction (reverse distillation: H. Deng, X. Li, *Anomaly Detection via Reverse
+Distillation from One-Class Embedding*, CVPR 2022) and CADA's regressor (J. Guo, H. Han, S. Lu,
+W. Zhang, H. Li, *Absolute-Unified Multi-Class Anomaly Detection via Class-Agnostic Distribution
+Alignment*, arXiv:2404.00724, 2024):
+
+* L_RD = sum_l mean_b [1 - cos(vec E_l, vec D_l)]                  :func:`rd_cosine_loss`
+* CADA eqs. 3-4, the smooth-L1 loss of the predicted statistics      :func:`smooth_l1`
+
 Every loss returns one value per sample (``reduction="none"``, the default) so that ADL can
 weight samples (``adlkit.reweight``); ``"mean"`` and ``"sum"`` are there for convenience.
 The paper's margin is gamma = 5; the authors' code uses 10.
@@ -21,7 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["reference_stats", "z_score", "deviation_loss", "soft_deviation_loss", "top_k_mean", "focal_loss"]
+__all__ = ["reference_stats", "z_score", "deviation_loss", "soft_deviation_loss", "top_k_mean", "focal_loss",
+           "rd_cosine_loss", "smooth_l1"]
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -114,3 +123,33 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
     if alpha is not None:
         loss = loss * torch.where(target == 1, alpha, 1 - alpha)
     return _reduce(loss.flatten(1).mean(1), reduction)
+
+
+def rd_cosine_loss(encoded: list[torch.Tensor], decoded: list[torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Reverse distillation's loss: sum over levels l of 1 - cos(vec E_l, vec D_l), each level's map
+    [B, C_l, h_l, w_l] flattened to one vector per image (as RD4AD's code); ``"mean"`` averages over images.
+
+    ``reduction="none"`` returns one value per image (the sum over levels). A decoder that copies its
+    target scores 0; one that points the opposite way scores 2 per level.
+    """
+    if len(encoded) != len(decoded):
+        raise ValueError(f"{len(encoded)} encoder levels but {len(decoded)} decoder levels")
+    per_image = 0
+    for e, d in zip(encoded, decoded):
+        if e.shape != d.shape:
+            raise ValueError(f"encoder level {tuple(e.shape)} and decoder level {tuple(d.shape)} differ in shape")
+        per_image = per_image + (1 - F.cosine_similarity(e.flatten(1), d.flatten(1), dim=1))
+    return _reduce(per_image, reduction)
+
+
+def smooth_l1(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.1, reduction: str = "mean") -> torch.Tensor:
+    """CADA eqs. 3-4: SL1(y, y_hat) = (y - y_hat)^2 / (2 alpha) if |y - y_hat| < alpha, else |y - y_hat| - alpha / 2.
+
+    Quadratic near the target (gradients shrink as the prediction arrives), linear far from it (an
+    outlying image cannot dominate). The two branches meet with equal value and slope at |d| = alpha.
+    Element-wise with ``reduction="none"``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0; got {alpha}")
+    d = (pred - target).abs()
+    return _reduce(torch.where(d < alpha, d ** 2 / (2 * alpha), d - alpha / 2), reduction)

@@ -168,11 +168,13 @@ def image_metrics(scores, labels, prefix: str = "") -> dict:
     return {f"{prefix}image_AUROC": image_auroc(scores, labels), f"{prefix}image_AUPR": image_aupr(scores, labels)}
 
 
-def pixel_metrics(maps, masks, prefix: str = "") -> dict:
-    """``{prefix}pixel_AUROC``, ``{prefix}pixel_AUPR`` and ``{prefix}pixel_AUPRO``, or {} when the masks
-    have no anomalous pixel (e.g. a dataset with image labels only)."""
+def pixel_metrics(maps, masks, prefix: str = "", with_aupro: bool = True) -> dict:
+    """``{prefix}pixel_AUROC``, ``{prefix}pixel_AUPR`` and (unless ``with_aupro=False``) ``{prefix}pixel_AUPRO``,
+    or {} when the masks have no anomalous pixel (e.g. a dataset with image labels only)."""
     masks_np = _np(masks)
     if not masks_np.any() or masks_np.all():
         return {}
-    return {f"{prefix}pixel_AUROC": pixel_auroc(maps, masks), f"{prefix}pixel_AUPR": pixel_aupr(maps, masks),
-            f"{prefix}pixel_AUPRO": aupro(maps, masks)}
+    out = {f"{prefix}pixel_AUROC": pixel_auroc(maps, masks), f"{prefix}pixel_AUPR": pixel_aupr(maps, masks)}
+    if with_aupro:
+        out[f"{prefix}pixel_AUPRO"] = aupro(maps, masks)
+    return out

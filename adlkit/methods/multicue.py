@@ -31,11 +31,11 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from .. import metrics
 from ..data import ImageDataset, TensorCache, cache_tensors
 from ..losses import top_k_mean
+from ..models.rd import gaussian_smooth
 from . import adl
 
 __all__ = ["CUE_WEIGHTS", "CUES", "MultiCueConfig", "sample_batch", "train_multicue", "binary_entropy", "uncertainty",
@@ -152,12 +152,6 @@ def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = Non
     return fitted
 
 
-def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing of maps [B, H, W] (kernel 2 * ceil(3 sigma) + 1)."""
-    size = 2 * math.ceil(3 * sigma) + 1
-    return TF.gaussian_blur(maps[:, None], [size, size], [sigma, sigma])[:, 0]
-
-
 def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict]:
     """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1], and the forward pass's
     outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
@@ -178,7 +172,7 @@ def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[to
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
             q = torch.quantile(m.flatten(1), 0.99, dim=1).clamp_min(1e-12)  # each map / its 99th percentile
             maps.append(m / q[:, None, None])
-    amap = smooth(torch.stack(maps).mean(0), sigma_at_256 * h / 256).detach()  # mean of the six maps, smoothed
+    amap = gaussian_smooth(torch.stack(maps).mean(0), sigma_at_256 * h / 256, truncate=3.0).detach()  # mean of six, smoothed
     return amap, {k: v.detach() for k, v in out.items()}
 
 

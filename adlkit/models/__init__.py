@@ -1,4 +1,4 @@
-"""Networks: multi-scale backbones and the heads of deviation learning."""
+"""Networks: multi-scale backbones, the heads of deviation learning, reverse distillation and CADA's heads."""
 
 from .backbone import (
     BACKBONES,
@@ -10,11 +10,17 @@ from .backbone import (
     efficientnet_pytorch_to_timm,
 )
 from .heads import ClassificationHead, TopKScoreHead
+from .rd import DistributionHead, ReverseDistillation, anomaly_map, gaussian_smooth, image_score
 
 __all__ = [
     "BACKBONES",
     "Backbone",
     "ClassificationHead",
+    "DistributionHead",
+    "ReverseDistillation",
+    "anomaly_map",
+    "gaussian_smooth",
+    "image_score",
     "TopKScoreHead",
     "backbone",
     "concat_levels",

@@ -1,0 +1,183 @@
+"""Reverse distillation on a frozen encoder, its anomaly map, and CADA's distribution heads.
+
+Reverse distillation (H. Deng, X. Li, *Anomaly Detection via Reverse Distillation from One-Class
+Embedding*, CVPR 2022): a frozen encoder E gives levels E_1, E_2, E_3 (strides 4, 8, 16); a trainable
+one-class bottleneck fuses them into one small embedding; a decoder D, the encoder's mirror, rebuilds
+each level from it. Trained on normal images only, D rebuilds what is normal and fails where the
+image is not::
+
+    E_1 [B, C1, S/4]  --conv s2--conv s2--+
+    E_2 [B, C2, S/8]  --conv s2-----------+-- concat [3 C3, S/16] -- residual block s2 --> b [B, Cb, S/32]
+    E_3 [B, C3, S/16] --------------------+
+    b --up--> D_3 [B, C3, S/16] --up--> D_2 [B, C2, S/8] --up--> D_1 [B, C1, S/4]
+
+The map A = Gauss_sigma(sum_l up(1 - cos_ch(E_l, D_l))) (:func:`anomaly_map`) and the image score
+s_img = mean of its top 1% pixels (:func:`image_score`).
+
+CADA (J. Guo, H. Han, S. Lu, W. Zhang, H. Li, *Absolute-Unified Multi-Class Anomaly Detection via
+Class-Agnostic Distribution Alignment*, arXiv:2404.00724, 2024) puts a small head on the bottleneck
+b: :class:`DistributionHead` (a conv, then linear layers with dropout before each) predicts an image's
+normal-score statistics (the regressor) or its class (CaDA-B's classifier).
+
+Widths come from the encoder (``Backbone.channels``), so the same code runs on WideResNet-50
+(256/512/1024) and on EfficientNet-Lite0 (24/40/112). Lite0's levels are the linear outputs of
+its blocks (signed; about half are negative), so each decoder level ends in a linear 1x1 convolution
+and the next stage reads the hidden (GELU) features before it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+
+__all__ = ["ReverseDistillation", "DistributionHead", "anomaly_map", "gaussian_smooth", "image_score",
+           "cosine_distance_maps"]
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Gaussian smoothing of a batch of maps [B, H, W] in one call (torchvision's ``gaussian_blur``).
+
+    Kernel radius ``int(truncate * sigma + 0.5)`` and mirrored borders (d c b | a b c d): the same as
+    ``scipy.ndimage.gaussian_filter(map, sigma, mode="mirror", truncate=4.0)`` applied to each map.
+    ``sigma <= 0`` returns the maps unchanged.
+    """
+    if sigma <= 0:
+        return maps
+    if maps.ndim != 3:
+        raise ValueError(f"expected maps [B, H, W]; got {tuple(maps.shape)}")
+    radius = min(int(truncate * sigma + 0.5), min(maps.shape[-2:]) - 1)  # reflect padding needs radius < size
+    size = 2 * radius + 1
+    return TF.gaussian_blur(maps[:, None], [size, size], [sigma, sigma])[:, 0]
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), act())
+
+
+class _ResidualDown(nn.Module):
+    """A bottleneck residual block with stride 2 (RD4AD's one-class embedding block)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        mid = c_out // 4
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, 2, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+            nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 2, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class _UpStage(nn.Module):
+    """One decoder stage: x2 transposed conv, a 3x3 conv (BN, GELU), and a linear 1x1 conv giving D_l."""
+
+    def __init__(self, c_in: int, hidden: int, c_out: int):
+        super().__init__()
+        self.up = nn.Sequential(nn.ConvTranspose2d(c_in, hidden, 2, 2, bias=False), nn.BatchNorm2d(hidden), nn.GELU())
+        self.conv = _conv_bn(hidden, hidden, act=nn.GELU)
+        self.out = nn.Conv2d(hidden, c_out, 1)
+
+    def forward(self, x):
+        h = self.conv(self.up(x))
+        return h, self.out(h)
+
+
+class ReverseDistillation(nn.Module):
+    """The trainable part of reverse distillation: bottleneck + decoder for an encoder's three levels.
+
+    ``forward(levels) -> (decoded, b)``: ``levels`` are the encoder's [E_1, E_2, E_3] (strides 4, 8, 16
+    of the input), ``decoded`` the decoder's [D_1, D_2, D_3] in the same shapes, ``b`` the bottleneck
+    [B, Cb, S/32, S/32] (CADA's regressor reads it). ``channels`` = (C1, C2, C3); ``bottleneck``
+    defaults to 2 * C3 (RD4AD: 2048 for WideResNet-50's 1024).
+    """
+
+    def __init__(self, channels: tuple[int, int, int] | list[int], bottleneck: int | None = None):
+        super().__init__()
+        if len(channels) != 3:
+            raise ValueError(f"reverse distillation uses three encoder levels; got channels {channels}")
+        c1, c2, c3 = (int(c) for c in channels)
+        cb = bottleneck or 2 * c3
+        self.channels, self.bottleneck_channels = (c1, c2, c3), cb
+        # one-class bottleneck: multi-scale fusion to stride 16, then one stride-2 residual block
+        self.fuse1 = nn.Sequential(_conv_bn(c1, c2, 2), _conv_bn(c2, c3, 2))
+        self.fuse2 = _conv_bn(c2, c3, 2)
+        self.embed = _ResidualDown(3 * c3, cb)
+        # decoder: the encoder's mirror (widths and strides), GELU inside
+        self.up3 = _UpStage(cb, c3, c3)
+        self.up2 = _UpStage(c3, c2, c2)
+        self.up1 = _UpStage(c2, c1, c1)
+
+    def encode(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The bottleneck b [B, Cb, S/32, S/32] of the encoder's three levels."""
+        e1, e2, e3 = levels
+        if e1.shape[1] != self.channels[0] or e2.shape[1] != self.channels[1] or e3.shape[1] != self.channels[2]:
+            raise ValueError(f"levels have channels {[e.shape[1] for e in levels]}; this model expects "
+                             f"{list(self.channels)} (build it with the encoder's .channels)")
+        return self.embed(torch.cat([self.fuse1(e1), self.fuse2(e2), e3], dim=1))
+
+    def decode(self, b: torch.Tensor) -> list[torch.Tensor]:
+        """[D_1, D_2, D_3] from the bottleneck."""
+        h3, d3 = self.up3(b)
+        h2, d2 = self.up2(h3)
+        _, d1 = self.up1(h2)
+        return [d1, d2, d3]
+
+    def forward(self, levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        b = self.encode(levels)
+        return self.decode(b), b
+
+
+def cosine_distance_maps(encoded: list[torch.Tensor], decoded: list[torch.Tensor], size) -> torch.Tensor:
+    """Per level 1 - cos over channels at each position, upsampled to ``size``: [B, L, H, W]."""
+    maps = [1 - F.cosine_similarity(e, d, dim=1)[:, None] for e, d in zip(encoded, decoded)]
+    return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1)
+
+
+def anomaly_map(encoded: list[torch.Tensor], decoded: list[torch.Tensor], size, sigma: float = 4.0) -> torch.Tensor:
+    """A = Gauss_sigma(sum_l up(1 - cos_ch(E_l, D_l))): [B, H, W] at ``size`` (a sum over levels, as RD4AD).
+
+    ``sigma`` is in pixels of ``size`` (RD4AD and CADA: 4 at 256 px; scale it with the size).
+    """
+    return gaussian_smooth(cosine_distance_maps(encoded, decoded, size).sum(1), sigma)
+
+
+def image_score(maps: torch.Tensor, top_percent: float = 1.0) -> torch.Tensor:
+    """s_img: the mean of the top ``top_percent``% pixels of each map [B, H, W] (0: the maximum)."""
+    flat = maps.flatten(1)
+    if top_percent <= 0:
+        return flat.max(1).values
+    if top_percent > 100:
+        raise ValueError(f"top_percent must be in (0, 100] (or 0 for the maximum); got {top_percent}")
+    k = max(1, int(round(flat.shape[1] * top_percent / 100)))
+    return flat.topk(k, dim=1).values.mean(1)
+
+
+class DistributionHead(nn.Module):
+    """CADA's head on the bottleneck: ``n_conv`` 3x3 convs C -> C (ReLU), global average pooling, then
+    ``n_linear`` linear layers (``hidden`` wide, ReLU between) with dropout before each; ``out`` outputs.
+
+    The regressor has out = 2 (u_hat, gamma_hat), or (u_hat, sigma_hat) for the (u, sigma) variant;
+    CaDA-B's classifier has out = the number of classes (logits).
+    """
+
+    def __init__(self, in_channels: int, out: int, n_conv: int = 1, n_linear: int = 2, hidden: int = 256,
+                 dropout: float = 0.25):
+        super().__init__()
+        if n_linear < 1:
+            raise ValueError(f"n_linear must be at least 1; got {n_linear}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, 1, 1), nn.ReLU())
+                                     for _ in range(n_conv)])
+        widths = [in_channels] + [hidden] * (n_linear - 1) + [out]
+        layers = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers += [nn.Dropout(dropout), nn.Linear(a, b)] + ([nn.ReLU()] if i < n_linear - 1 else [])
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.convs(b).mean(dim=(2, 3)))
