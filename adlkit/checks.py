@@ -16,8 +16,8 @@ import numpy as np
 
 from . import metrics
 
-__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cue_fusion", "check_deviation_loss",
-           "check_perlin_interpolation", "check_top_k_mean", "run_cases"]
+__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cada_regression_loss", "check_cue_fusion",
+           "check_deviation_loss", "check_perlin_interpolation", "check_top_k_mean", "check_unified_auroc", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:
@@ -236,3 +236,55 @@ def check_cue_fusion(student_fn: Callable) -> None:
           "weights": (0.55, 0.10, 0.35)}),
     ]
     run_cases("check_cue_fusion", student_fn, reference, cases, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- notebook 06
+def check_cada_regression_loss(student_fn: Callable) -> None:
+    """Notebook 06: ``regression_loss(pred, target, alpha)`` = SL1(u_hat, u) + SL1(gamma_hat, gamma), each
+    averaged over the batch (CADA eqs. 3-4). Reference: :func:`adlkit.methods.cada.regression_loss`."""
+    import torch
+
+    from .methods.cada import regression_loss
+
+    g = torch.Generator().manual_seed(6)
+    cases = [
+        ("every error below alpha (the quadratic branch)",
+         {"pred": torch.tensor([[0.50, 1.00], [0.20, 0.90]]), "target": torch.tensor([[0.52, 1.05], [0.19, 0.92]]),
+          "alpha": 0.1}),
+        ("every error above alpha (the linear branch)",
+         {"pred": torch.tensor([[0.0, 2.0], [1.0, 0.0]]), "target": torch.tensor([[0.5, 1.0], [0.2, 0.9]]), "alpha": 0.1}),
+        ("errors exactly at alpha, where the branches meet",
+         {"pred": torch.tensor([[0.1, 0.6]]), "target": torch.tensor([[0.0, 0.5]]), "alpha": 0.1}),
+        ("another alpha", {"pred": torch.rand(8, 2, generator=g), "target": torch.rand(8, 2, generator=g), "alpha": 0.3}),
+        ("a random batch of 16", {"pred": torch.randn(16, 2, generator=g), "target": torch.randn(16, 2, generator=g),
+                                  "alpha": 0.1}),
+    ]
+    run_cases("check_cada_regression_loss", student_fn, regression_loss, cases, rtol=1e-4, atol=1e-6)
+
+
+def check_unified_auroc(student_fn: Callable) -> None:
+    """Notebook 06: ``unified_auroc(scores, labels, classes)`` -> (pooled AUROC, mean of the per-class AUROCs).
+
+    Pooled ranks every image of every class together (one threshold for all); per class ranks each
+    class on its own. Reference: :func:`adlkit.metrics.image_auroc`.
+    """
+
+    def reference(scores, labels, classes):
+        names = sorted(set(classes.tolist()))
+        per = [metrics.image_auroc(scores[classes == c], labels[classes == c]) for c in names]
+        return np.array([metrics.image_auroc(scores, labels), np.mean(per)])
+
+    rng = np.random.default_rng(7)
+    hand = dict(scores=np.array([.1, .2, .3, .4, 1.1, 1.2, 1.3, 1.4]), labels=np.array([0, 0, 1, 1, 0, 0, 1, 1]),
+                classes=np.array(["a"] * 4 + ["b"] * 4))
+    cases = [("two classes on shifted scales (pooled 0.75, per class 1)", hand),
+             ("the same, classes interleaved", {k: v[[0, 4, 1, 5, 2, 6, 3, 7]] for k, v in hand.items()})]
+    n = 90
+    classes = np.array(["tile", "capsule", "fabric"])[rng.integers(0, 3, n)]
+    labels = (rng.random(n) < 0.4).astype(int)
+    labels[:6] = [0, 1, 0, 1, 0, 1]
+    classes[:6] = ["tile", "tile", "capsule", "capsule", "fabric", "fabric"]
+    shift = np.select([classes == "tile", classes == "capsule"], [0.0, 2.0], 5.0)
+    cases.append(("three classes, random scores", dict(scores=rng.normal(size=n) + labels + shift, labels=labels,
+                                                       classes=classes)))
+    run_cases("check_unified_auroc", student_fn, reference, cases)

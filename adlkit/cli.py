@@ -7,6 +7,8 @@
 * ``run adl --data synthetic|mvtec:PATH|folder:PATH --category NAME --contamination 0.1 ...`` - train and
   score ADL over a grid of categories x contamination ratios x seeds (``--shard i/n`` runs one slice).
 * ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options.
+* ``run cada --all-categories --seed 0 1 2 ...`` - CADA: one model on all the classes mixed; rows per variant
+  (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -164,12 +166,14 @@ def _run_key(row: dict) -> str:
 
 
 def _summary(row: dict) -> str:
-    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "grad_pixel_AUROC")
+    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "grad_pixel_AUROC")
              if row.get(k) is not None]
     return ", ".join(shown) or "no metric (the test split has one class only)"
 
 
 def _cmd_run(args) -> int:
+    if args.method == "cada":
+        return _cmd_run_cada(args)
     import dataclasses
     import time
 
@@ -183,13 +187,7 @@ def _cmd_run(args) -> int:
     from .synth import PseudoAnomaly
 
     config_class = MultiCueConfig if args.method == "multicue" else ADLConfig
-    out = Path(args.out) if args.out else None
-    done = training.read_results(out) if out is not None else []
-    if done and not (args.resume or args.overwrite):
-        raise FileExistsError(f"{out} exists; pass --resume to skip the runs it holds and add the rest, --overwrite "
-                              "to start it again, or choose another --out")
-    if args.overwrite:
-        done = []
+    out, done = _output_file(args)
     root = _dataset_root(args.data, args.image_size)
     available = categories(root)
     if not available:
@@ -216,8 +214,7 @@ def _cmd_run(args) -> int:
         if name is not None:
             base.ablation(name)  # an unknown row fails before any run
     finished = {_run_key(r) for r in done}
-    if out is not None and args.overwrite:
-        training.write_json(out, [])
+    _start_output(out, args)
     commit = cfg_mod.git_commit()
     texture_sources = {}
     for cat, eps, seed, ablation, shots in grid:
@@ -257,6 +254,102 @@ def _cmd_run(args) -> int:
         print(f"{name}: {_summary(row)} "
               f"({hist['backbone']}, {'end to end' if config.train_backbone else 'frozen'}, "
               f"{row['wall_seconds']:.0f} s on {device})", flush=True)
+    if out is not None:
+        print(f"{out} holds {len(training.read_results(out))} result(s)")
+    return 0
+
+
+def _output_file(args) -> tuple[Path | None, list[dict]]:
+    """``--out`` and the runs it already holds (none with --overwrite); an existing file needs --resume or
+    --overwrite. The file itself is emptied only by :func:`_start_output`, once the arguments are checked."""
+    from . import training
+
+    out = Path(args.out) if args.out else None
+    done = training.read_results(out) if out is not None else []
+    if done and not (args.resume or args.overwrite):
+        raise FileExistsError(f"{out} exists; pass --resume to skip the runs it holds and add the rest, --overwrite "
+                              "to start it again, or choose another --out")
+    return out, ([] if args.overwrite else done)
+
+
+def _start_output(out: Path | None, args) -> None:
+    from . import training
+
+    if out is not None and args.overwrite:
+        training.write_json(out, [])
+
+
+def _cmd_run_cada(args) -> int:
+    """One CADA model per seed on the chosen classes mixed; every variant scored from the same RD."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from . import config as cfg_mod
+    from . import training
+    from .data import MVTecLike, categories
+    from .methods.cada import CADAConfig, run_cada
+
+    out, done = _output_file(args)
+    root = _dataset_root(args.data, args.image_size)
+    available = categories(root)
+    if not available:
+        MVTecLike(root, "all")  # raises the error that shows the expected layout
+    cats = available if args.all_categories else (args.category or [])
+    if len(cats) < 2:
+        raise ValueError(f"CADA trains one model on several classes: name two or more with --category A B "
+                         f"(available: {available}) or pass --all-categories")
+    missing = [c for c in cats if c not in available]
+    if missing:
+        raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
+    device = torch.device(args.device) if args.device else cfg_mod.device()
+    changes = {"backbone": args.backbone, "image_size": args.image_size, "rd_iters": args.iters,
+               "head_iters": args.head_iters}
+    base = dataclasses.replace(CADAConfig(), **{k: v for k, v in changes.items() if v is not None})
+    settings = config_changes(CADAConfig, args.set)
+    for name in args.ablation or []:
+        base.ablation(name)  # an unknown row fails before any run
+    finished = {_run_key(r) for r in done}
+    _start_output(out, args)
+    commit = cfg_mod.git_commit()
+    grid = [(seed, name) for seed in args.seed for name in (args.ablation or [None])]
+    if args.shard:
+        i, n = args.shard
+        grid = grid[i::n]
+    for seed, ablation in grid:
+        config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
+        config = dataclasses.replace(config, **settings)
+        common = {"ablation": config.ablation_name() or "custom",
+                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+                  "contamination": 0.0, "shots": 0, "leaky": False, "train_backbone": False,
+                  "backbone": config.backbone, "image_size": config.image_size, "texture_source": None, "seed": seed,
+                  "config": dataclasses.asdict(config), "classes": list(cats)}
+        name = f"cada{f' [{ablation}]' if ablation else ''} {'+'.join(cats)} seed={seed}"
+        if _run_key({**common, "method": "cada:cada", "variant": "cada", "category": "pooled"}) in finished:
+            print(f"{name}: already in {out}, skipped (--resume)")
+            continue
+        t0 = time.perf_counter()
+        train = MVTecLike(root, cats, "train", config.image_size)
+        test = MVTecLike(root, cats, "test", config.image_size)
+        tag = f"_{ablation.replace(' ', '_')}" if ablation else ""
+        ckpt = Path(args.checkpoint) / f"s{seed}{tag}" if args.checkpoint else None
+        r = run_cada(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite,
+                     progress=args.progress)
+        hist = r["model"].history
+        info = {"weights": hist["rd"]["weights"], "device": str(device), "n_train": hist["rd"]["n_train"],
+                "train_seconds": round(hist["rd"]["seconds"] + hist["head_seconds"], 2),
+                "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
+        rows = [{**common, **row, **info} for row in r["rows"]]
+        for row in rows:
+            row["backbone"] = hist["rd"]["backbone"]
+        if out is not None:
+            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
+        for row in rows:
+            if row["category"] in ("pooled", "mean"):
+                print(f"{name} {row['method']} {row['category']}: {_summary(row)}")
+        print(f"{name}: {info['wall_seconds']:.0f} s on {device} ({hist['rd']['backbone']}, {hist['rd']['weights']})",
+              flush=True)
     if out is not None:
         print(f"{out} holds {len(training.read_results(out))} result(s)")
     return 0
@@ -373,6 +466,29 @@ def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
     adl.set_defaults(func=_cmd_run)
 
 
+def _add_cada_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
+    p.add_argument("--category", nargs="+", help="two or more categories, trained together without class labels")
+    p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one model per seed")
+    p.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    p.add_argument("--iters", type=int, help="reverse-distillation iterations (paper: 5000)")
+    p.add_argument("--head-iters", type=int, help="iterations of each head (paper: 5000)")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
+    p.add_argument("--ablation", nargs="+", help="named rows (a grid axis): 'CADA', 'encoder input', 'no dropout', "
+                                                 "'linear only'")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="any CADAConfig field, e.g. --set dropout=0.5 top_percent=0 train_per_class=40")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
+    p.add_argument("--out", help="append each finished run's rows to this JSON list (atomically)")
+    p.add_argument("--checkpoint", help="folder for per-seed checkpoints (rd.pt, heads.pt)")
+    p.add_argument("--resume", action="store_true", help="skip the runs already in --out and reuse finished stages")
+    p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
+    p.add_argument("--progress", action="store_true", help="a progress bar for reverse distillation")
+    p.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -409,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(mc)
     mc.add_argument("--shots", type=int, nargs="+", default=[10],
                     help="labelled real anomalies per class, taken out of the test set (several: a grid axis)")
+
+    cd = method_sub.add_parser("cada", help="CADA, one threshold for all classes (Guo et al., 2024, arXiv:2404.00724)")
+    _add_cada_arguments(cd)
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

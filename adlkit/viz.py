@@ -47,11 +47,14 @@ def _np(x):
 
 
 def score_distributions(scores, labels, classes=None, contaminated=None, *, title: str | None = None,
-                        bins: int = 30, col_wrap: int = 5, kde: bool = True):
+                        bins: int = 30, col_wrap: int = 5, kde: bool = True, sharex: bool = False,
+                        threshold: float | None = None):
     """Per-class score distributions of normal vs anomalous (and contaminated) images.
 
     ``labels``: 1 = anomalous; ``classes``: a class name per score (None: one panel);
     ``contaminated``: boolean per score marking training anomalies that were labelled normal.
+    ``sharex``: one score axis (and bins) for every panel, so classes can be compared - what one
+    threshold for all classes sees; ``threshold``: a vertical line at that score on every panel.
     Returns the matplotlib figure.
     """
     scores, labels = _np(scores).ravel(), _np(labels).ravel().astype(int)
@@ -63,16 +66,18 @@ def score_distributions(scores, labels, classes=None, contaminated=None, *, titl
     n = len(names)
     ncol = min(n, col_wrap)
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False, sharex=sharex)
     for ax, name in zip(axes.ravel(), names):
         sel = classes == name
-        edges = np.histogram_bin_edges(scores[sel], bins=bins)  # shared bins: groups are comparable
+        edges = np.histogram_bin_edges(scores if sharex else scores[sel], bins=bins)  # shared bins: groups comparable
         for g in ("normal", "anomalous", "contaminated"):
             vals = scores[sel & (group == g)]
             if len(vals) == 0:
                 continue
             sns.histplot(vals, bins=edges, stat="density", kde=kde and len(vals) > 2 and np.ptp(vals) > 0,
                          color=PALETTE[g], alpha=0.35, label=f"{g} ({len(vals)})", ax=ax, element="step")
+        if threshold is not None:
+            ax.axvline(threshold, color="black", ls="--", lw=1, label="threshold")
         ax.set_title(name)
         ax.set_xlabel("anomaly score")
         ax.legend(fontsize=8)

@@ -4,7 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adlkit.losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, top_k_mean, z_score
+from adlkit.losses import (
+    deviation_loss,
+    focal_loss,
+    rd_cosine_loss,
+    reference_stats,
+    smooth_l1,
+    soft_deviation_loss,
+    top_k_mean,
+    z_score,
+)
 
 
 def test_reference_stats_are_seeded_and_close_to_the_prior():
@@ -77,3 +86,69 @@ def test_focal_equals_bce_at_gamma_zero_and_down_weights_easy_pixels():
     assert focal_loss(one, torch.ones(1, 1, 1), gamma=2.0).item() == pytest.approx(-(0.2**2) * math.log(0.8), rel=1e-5)
     with pytest.raises(ValueError, match="do not match"):
         focal_loss(logits2, target[:, :3])
+
+
+def test_smooth_l1_hand_values_on_both_branches():
+    target = torch.zeros(4)
+    pred = torch.tensor([0.05, -0.05, 0.3, -0.3])
+    # |d| < alpha: d^2 / (2 alpha) = 0.0025 / 0.2; otherwise |d| - alpha / 2 = 0.3 - 0.05
+    values = smooth_l1(pred, target, alpha=0.1, reduction="none")
+    assert torch.allclose(values, torch.tensor([0.0125, 0.0125, 0.25, 0.25]))
+    assert smooth_l1(pred, target, alpha=0.1).item() == pytest.approx((0.0125 + 0.0125 + 0.25 + 0.25) / 4)
+    assert smooth_l1(pred + 2.0, target + 2.0, alpha=0.1, reduction="none").allclose(values, atol=1e-6)  # only d matters
+    assert smooth_l1(torch.tensor([1.0]), torch.tensor([0.0]), alpha=0.5, reduction="sum").item() == pytest.approx(0.75)
+
+
+def test_smooth_l1_is_continuous_with_a_continuous_slope_at_alpha():
+    alpha, eps = 0.1, 1e-4
+    d = torch.tensor([alpha - eps, alpha, alpha + eps], dtype=torch.float64, requires_grad=True)
+    values = smooth_l1(d, torch.zeros(3, dtype=torch.float64), alpha, reduction="none")
+    assert values[1].item() == pytest.approx(alpha / 2)  # the linear branch: alpha - alpha / 2
+    assert values[0].item() == pytest.approx(alpha / 2, abs=2 * eps) and values[2].item() == pytest.approx(alpha / 2, abs=2 * eps)
+    values.sum().backward()
+    assert torch.allclose(d.grad, torch.ones(3, dtype=torch.float64), atol=2 * eps / alpha)  # slope d / alpha -> 1
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match="alpha"):
+            smooth_l1(torch.zeros(2), torch.ones(2), bad)
+
+
+def _levels(generator):
+    return [torch.randn(2, c, s, s, generator=generator) for c, s in ((3, 4), (5, 2), (7, 1))]
+
+
+def test_rd_cosine_loss_is_zero_for_a_copy_and_two_per_level_for_the_opposite():
+    enc = _levels(torch.Generator().manual_seed(0))
+    assert torch.allclose(rd_cosine_loss(enc, [e.clone() for e in enc], reduction="none"), torch.zeros(2), atol=1e-6)
+    assert rd_cosine_loss(enc, [-e for e in enc]).item() == pytest.approx(6.0)  # 3 levels x 2
+    assert torch.allclose(rd_cosine_loss(enc[:1], [-enc[0]], reduction="none"), torch.full((2,), 2.0))
+    assert rd_cosine_loss(enc, [-e for e in enc], reduction="sum").item() == pytest.approx(12.0)  # 2 images x 6
+
+
+def test_rd_cosine_loss_hand_case_with_2d_vectors():
+    e = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    d = torch.tensor([1.0, 1.0]).view(1, 2, 1, 1)  # 45 degrees: cos = 1 / sqrt(2)
+    assert rd_cosine_loss([e], [d]).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+    d2 = torch.tensor([-1.0, math.sqrt(3)]).view(1, 2, 1, 1)  # 120 degrees: cos = -1/2
+    assert rd_cosine_loss([e, e], [d, d2]).item() == pytest.approx(1 - 1 / math.sqrt(2) + 1.5, rel=1e-6)
+    both = rd_cosine_loss([torch.cat([e, e])], [torch.cat([d, d2])], reduction="none")
+    assert torch.allclose(both, torch.tensor([1 - 1 / math.sqrt(2), 1.5]))  # one value per image
+
+
+def test_rd_cosine_loss_flattens_each_image_not_each_position():
+    # one image, 2 channels, 2 positions: position 1 e = d = (3, 0); position 2 e = (0, 1), d = (0, -1).
+    e = torch.tensor([[3.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)  # [B, C, h, w]: channel 0 = (3, 0), channel 1 = (0, 1)
+    d = torch.tensor([[3.0, 0.0], [0.0, -1.0]]).view(1, 2, 1, 2)
+    per_position = (1 - F.cosine_similarity(e, d, dim=1)).mean().item()
+    assert per_position == pytest.approx(1.0)  # (0 + 2) / 2: what the loss must NOT be
+    # whole map: vec e = (3, 0, 0, 1), vec d = (3, 0, 0, -1), cos = (9 - 1) / 10 = 0.8
+    assert rd_cosine_loss([e], [d]).item() == pytest.approx(0.2, rel=1e-6)
+
+
+def test_rd_cosine_loss_rejects_mismatched_levels():
+    enc = _levels(torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="shape"):
+        rd_cosine_loss(enc, [enc[0], enc[1], enc[2][:, :, :, :0]])
+    with pytest.raises(ValueError, match="shape"):
+        rd_cosine_loss(enc, [enc[0], enc[1][:1], enc[2]])
+    with pytest.raises(ValueError, match="levels"):
+        rd_cosine_loss(enc, enc[:2])

@@ -55,11 +55,12 @@ from ..models import backbone as make_backbone
 from ..models.rd import DistributionHead, ReverseDistillation, anomaly_map, image_score
 from .adl import featurize
 
-__all__ = ["CADAConfig", "ABLATIONS", "VARIANTS", "CADAModel", "per_class_subset", "train_rd", "rd_outputs",
+__all__ = ["CADAConfig", "ABLATIONS", "VARIANTS", "HEADS", "CADAModel", "per_class_subset", "train_rd", "rd_outputs",
            "map_stats", "class_stats", "regression_loss", "train_heads", "align", "alignment", "score_cada",
            "unified_report", "run_cada", "load_model"]
 
 VARIANTS = ("unaligned", "class_aware", "classifier", "cada", "cada_sigma")
+HEADS = ("regressor", "regressor_sigma", "classifier")  # the (u, gamma) and (u, sigma) regressors, CaDA-B's classifier
 
 
 @dataclass
@@ -82,6 +83,8 @@ class CADAConfig:
     head_lr: float = 5e-2
     head_momentum: float = 0.9
     head_weight_decay: float = 1e-4
+    classifier_lr: float = 1e-2  # CaDA-B's classifier; at the regressor's 5e-2 its cross-entropy diverged here
+    head_kernel: int = 1  # the heads' conv (the paper does not give its size; 1x1 is 9x cheaper on a CPU than 3x3)
     n_conv: int = 1
     n_linear: int = 2
     hidden: int = 256
@@ -276,41 +279,47 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.1
 
 
 def train_heads(config: CADAConfig, inputs: torch.Tensor, stats: dict, class_ids: torch.Tensor, n_classes: int,
-                device=None) -> tuple[dict, dict]:
+                device=None, names=HEADS) -> tuple[dict, dict]:
     """Stage 2 on cached tensors: the regressor (u, gamma), the (u, sigma) regressor and CaDA-B's
-    classifier, each ``head_iters`` SGD steps of ``batch_size`` on ``inputs`` [N, C, h, w] (bottleneck
-    or encoder features of the training images, RD frozen). Returns (heads, history of losses)."""
+    classifier (or the heads in ``names``), each ``head_iters`` SGD steps of ``batch_size`` on ``inputs``
+    [N, C, h, w] (bottleneck or encoder features of the training images, RD frozen). Each head has its
+    own seeded stream, so training one alone gives the same head. Returns (heads, history of losses)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
+    unknown = sorted(set(names) - set(HEADS))
+    if unknown:
+        raise ValueError(f"unknown head {unknown[0]!r}; heads: {HEADS}")
     inputs = inputs.to(device)
     targets = {"regressor": torch.stack([stats["u"], stats["gamma"]], 1),
                "regressor_sigma": torch.stack([stats["u"], stats["sigma"]], 1),
                "classifier": class_ids}
     heads, history = {}, {}
     for i, (name, target) in enumerate(targets.items()):
-        gen = torch.Generator().manual_seed(config.seed + 10 + i)  # each head its own stream
-        with training.seeded(config.seed + 10 + i):
-            head = DistributionHead(inputs.shape[1], n_classes if name == "classifier" else 2, config.n_conv,
-                                    config.n_linear, config.hidden, config.dropout).to(device)
-        opt = torch.optim.SGD(head.parameters(), lr=config.head_lr, momentum=config.head_momentum,
-                              weight_decay=config.head_weight_decay)
-        target = target.to(device)
-        losses = []
-        head.train()
-        for it in range(config.head_iters):
-            idx = torch.randint(len(inputs), (config.batch_size,), generator=gen).to(device)
-            pred = head(inputs[idx])
-            loss = (F.cross_entropy(pred, target[idx]) if name == "classifier"
-                    else regression_loss(pred, target[idx], config.sl1_alpha))
-            training.check_finite(loss, f"training the {name}, iteration {it}",
-                                  f"lower head_lr (now {config.head_lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        heads[name] = head.eval().requires_grad_(False)
-        k = config.log_every
-        history[name] = [float(np.mean(losses[j:j + k])) for j in range(0, len(losses), k)]
+        if name in names:
+            with training.seeded(config.seed + 10 + i):  # each head its own streams: init, batches and dropout
+                heads[name], history[name] = _fit_head(config, name, inputs, target.to(device), n_classes, device,
+                                                       torch.Generator().manual_seed(config.seed + 10 + i))
     return heads, history
+
+
+def _fit_head(config: CADAConfig, name: str, inputs, target, n_classes: int, device, gen) -> tuple[DistributionHead, list]:
+    """``head_iters`` SGD steps of one head: eqs. 3-4 for a regressor, cross-entropy for the classifier."""
+    head = _head(config, inputs.shape[1], n_classes if name == "classifier" else 2, device)
+    lr = config.classifier_lr if name == "classifier" else config.head_lr
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=config.head_momentum, weight_decay=config.head_weight_decay)
+    losses = []
+    head.train()
+    for it in range(config.head_iters):
+        idx = torch.randint(len(inputs), (config.batch_size,), generator=gen).to(device)
+        pred = head(inputs[idx])  # dropout draws from the global stream, seeded by the caller
+        loss = (F.cross_entropy(pred, target[idx]) if name == "classifier"
+                else regression_loss(pred, target[idx], config.sl1_alpha))
+        training.check_finite(loss, f"training the {name}, iteration {it}", f"lower the {name}'s learning rate (now {lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    k = config.log_every
+    return head.eval().requires_grad_(False), [float(np.mean(losses[j:j + k])) for j in range(0, len(losses), k)]
 
 
 # ----------------------------------------------------------------------------- alignment and scoring
@@ -445,7 +454,8 @@ def fit(config: CADAConfig, train: ImageDataset, device=None, checkpoint_dir: st
 
 
 def _head(config: CADAConfig, channels: int, out: int, device) -> DistributionHead:
-    return DistributionHead(channels, out, config.n_conv, config.n_linear, config.hidden, config.dropout).to(device)
+    return DistributionHead(channels, out, config.n_conv, config.n_linear, config.hidden, config.dropout,
+                            config.head_kernel).to(device)
 
 
 def _same_config(path: Path, config: CADAConfig) -> bool:

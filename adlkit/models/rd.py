@@ -157,7 +157,7 @@ def image_score(maps: torch.Tensor, top_percent: float = 1.0) -> torch.Tensor:
 
 
 class DistributionHead(nn.Module):
-    """CADA's head on the bottleneck: ``n_conv`` 3x3 convs C -> C (ReLU), global average pooling, then
+    """CADA's head on the bottleneck: ``n_conv`` convs C -> C (``kernel`` x ``kernel``, ReLU), global average pooling, then
     ``n_linear`` linear layers (``hidden`` wide, ReLU between) with dropout before each; ``out`` outputs.
 
     The regressor has out = 2 (u_hat, gamma_hat), or (u_hat, sigma_hat) for the (u, sigma) variant;
@@ -165,13 +165,13 @@ class DistributionHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, out: int, n_conv: int = 1, n_linear: int = 2, hidden: int = 256,
-                 dropout: float = 0.25):
+                 dropout: float = 0.25, kernel: int = 3):
         super().__init__()
         if n_linear < 1:
             raise ValueError(f"n_linear must be at least 1; got {n_linear}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
-        self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, 1, 1), nn.ReLU())
+        self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(in_channels, in_channels, kernel, 1, kernel // 2), nn.ReLU())
                                      for _ in range(n_conv)])
         widths = [in_channels] + [hidden] * (n_linear - 1) + [out]
         layers = []
