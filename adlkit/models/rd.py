@@ -29,27 +29,48 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-__all__ = ["ReverseDistillation", "DistributionHead", "anomaly_map", "gaussian_smooth", "image_score",
+__all__ = ["ReverseDistillation", "DistributionHead", "anomaly_map", "gaussian_smooth", "blur_matrix", "image_score",
            "cosine_distance_maps"]
 
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Gaussian smoothing of a batch of maps [B, H, W] in one call (torchvision's ``gaussian_blur``).
+    """Gaussian smoothing of a batch of maps [B, H, W] in one call, with mirrored borders (d c b | a b c d).
 
-    Kernel radius ``int(truncate * sigma + 0.5)`` and mirrored borders (d c b | a b c d): the same as
-    ``scipy.ndimage.gaussian_filter(map, sigma, mode="mirror", truncate=4.0)`` applied to each map.
-    ``sigma <= 0`` returns the maps unchanged.
+    Equal to ``scipy.ndimage.gaussian_filter(map, sigma, mode="mirror", truncate=truncate)`` applied to each
+    map (kernel radius ``int(truncate * sigma + 0.5)``; torchvision's ``gaussian_blur`` for radii below the
+    map's size). The blur is separable, and a 1-D blur with mirrored borders is a matrix K: the result is
+    K_H A K_W^T, two batched matrix products (on a CPU about 30x faster than a 2-D convolution with the
+    33 x 33 kernel of sigma = 4). ``sigma <= 0`` returns the maps unchanged.
     """
     if sigma <= 0:
         return maps
     if maps.ndim != 3:
         raise ValueError(f"expected maps [B, H, W]; got {tuple(maps.shape)}")
-    radius = min(int(truncate * sigma + 0.5), min(maps.shape[-2:]) - 1)  # reflect padding needs radius < size
-    size = 2 * radius + 1
-    return TF.gaussian_blur(maps[:, None], [size, size], [sigma, sigma])[:, 0]
+    h, w = maps.shape[-2:]
+    dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    k_h = blur_matrix(h, sigma, truncate, maps.device, dtype)
+    k_w = k_h if w == h else blur_matrix(w, sigma, truncate, maps.device, dtype)
+    return k_h @ maps.to(dtype) @ k_w.T
+
+
+def blur_matrix(n: int, sigma: float, truncate: float = 4.0, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The [n, n] matrix of a 1-D Gaussian blur with mirrored borders: (K x)_i = sum_t g_t x_mirror(i + t)."""
+    radius = int(truncate * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    j = torch.arange(n)[:, None] + t.long()[None, :]  # [n, 2r + 1] source positions
+    if n > 1:
+        period = 2 * (n - 1)
+        j = j % period
+        j = torch.where(j > n - 1, period - j, j)  # mirror about the first and the last pixel
+    else:
+        j = torch.zeros_like(j)
+    k = torch.zeros(n, n, dtype=torch.float64)
+    k.index_put_((torch.arange(n)[:, None].expand_as(j), j), g.expand_as(j).clone(), accumulate=True)
+    return k.to(device=device, dtype=dtype)
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
