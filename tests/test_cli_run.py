@@ -248,3 +248,54 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
     assert [c["grad_pixel_AUROC"] for c in cells] == ["", "0.900 ± 0.000", "0.900 ± 0.000"]
     assert "(8 results, 3 settings)" in capsys.readouterr().out
     assert cli.main(["collect", str(tmp_path / "missing.json"), "--out", str(tmp_path / "u")]) == 2
+
+
+# ----------------------------------------------------------------------------- run cada
+CADA_FAST = ["--image-size", "64", "--iters", "20", "--head-iters", "20", "--backbone", "efficientnet_lite0",
+             "--device", "cpu", "--set", "log_every=10"]
+
+
+def _cada(root, *extra):
+    return ["run", "cada", "--data", f"mvtec:{root}", "--category", "tile", "washer", *CADA_FAST, *extra]
+
+
+def test_run_cada_rows_resume_and_overwrite(small_root, tmp_path, capsys):
+    out, ckpt = tmp_path / "cada.json", tmp_path / "ckpt"
+    assert cli.main(_cada(small_root, "--seed", "0", "--out", str(out), "--checkpoint", str(ckpt))) == 0
+    rows = json.loads(out.read_text())
+    # every variant: each class, the pooled test set and the mean of the classes, finite metrics
+    assert {(r["variant"], r["category"]) for r in rows} == {(v, c) for v in ("unaligned", "class_aware", "classifier",
+                                                                             "cada", "cada_sigma")
+                                                            for c in ("tile", "washer", "pooled", "mean")}
+    for r in rows:
+        assert r["method"] == f"cada:{r['variant']}" and r["train_backbone"] is False and r["classes"] == ["tile", "washer"]
+        for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR"):
+            assert 0.0 <= r[k] <= 1.0
+    assert (ckpt / "s0" / "rd.pt").exists() and (ckpt / "s0" / "heads.pt").exists()
+    # an existing --out is never replaced without being told
+    assert cli.main(_cada(small_root, "--seed", "0", "--out", str(out))) == 2
+    assert "exists; pass --resume" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == rows
+    # --resume skips the finished seed and adds the next; the checkpointed seed reloads to the same rows
+    assert cli.main(_cada(small_root, "--seed", "0", "1", "--out", str(out), "--resume")) == 0
+    assert "seed=0: already in" in capsys.readouterr().out
+    both = json.loads(out.read_text())
+    assert _without_timing(both[:len(rows)]) == _without_timing(rows) and {r["seed"] for r in both} == {0, 1}
+    again = tmp_path / "again.json"
+    assert cli.main(_cada(small_root, "--seed", "0", "--out", str(again), "--checkpoint", str(ckpt), "--resume")) == 0
+    assert _without_timing(json.loads(again.read_text())) == _without_timing(rows)
+    # --overwrite starts the file again
+    assert cli.main(_cada(small_root, "--seed", "1", "--out", str(out), "--overwrite")) == 0
+    assert _without_timing(json.loads(out.read_text())) == _without_timing(both[len(rows):])
+
+
+def test_run_cada_errors_name_the_problem(small_root, capsys):
+    base = ["run", "cada", "--data", f"mvtec:{small_root}", *CADA_FAST]
+    assert cli.main([*base, "--category", "tile"]) == 2
+    assert "two or more" in capsys.readouterr().err
+    assert cli.main([*base, "--category", "tile", "bottle"]) == 2
+    assert "'bottle' is not in" in capsys.readouterr().err
+    assert cli.main([*base, "--all-categories", "--ablation", "no such row"]) == 2
+    assert "unknown CADA ablation" in capsys.readouterr().err
+    assert cli.main([*base, "--all-categories", "--set", "dropout=lots"]) == 2
+    assert "expected a float" in capsys.readouterr().err
