@@ -360,7 +360,8 @@ def alignment(model: CADAModel, outputs: dict, class_ids: torch.Tensor | None = 
 def score_cada(model: CADAModel, test: ImageDataset, device=None, batch_size: int = 32) -> dict:
     """Maps and image scores of every variant on ``test``, with what the report needs.
 
-    Returns ``maps`` (A, [N, S, S]), ``masks``, ``labels``, ``classes`` (names per image),
+    Returns ``maps`` (A, [N, S, S]), ``masks``, ``labels``, ``classes`` (names per image), ``head_inputs``
+    (what the heads read: bottleneck or encoder features),
     ``scores`` {variant: s_img(A_hat) [N]}, ``params`` {variant: (u, gamma) [N, 2]}, ``clamped``
     {variant: [N] bool}, ``predicted_class`` and ``classifier_accuracy``. By linearity the aligned
     score is the aligned raw score: s_img(A_hat) = (s_img(A) - u) / (gamma - u).
@@ -377,6 +378,7 @@ def score_cada(model: CADAModel, test: ImageDataset, device=None, batch_size: in
         u, gamma = al["params"][v].unbind(1)
         scores[v], clamped[v] = align(raw, u, gamma, model.config.eps)
     return {"maps": out["maps"], "masks": cache.masks[:, 0].cpu(), "labels": cache.anomalous.cpu().numpy(),
+            "head_inputs": out["encoder" if model.config.regressor_input == "encoder" else "bottleneck"],
             "classes": np.array(test.class_names), "class_ids": class_ids, "raw_scores": raw, "scores": scores,
             "params": al["params"], "clamped": clamped, "predicted_class": al["predicted_class"],
             "classifier_accuracy": float((al["predicted_class"] == class_ids).float().mean()),

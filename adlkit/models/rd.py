@@ -186,7 +186,7 @@ class DistributionHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, out: int, n_conv: int = 1, n_linear: int = 2, hidden: int = 256,
-                 dropout: float = 0.25, kernel: int = 3):
+                 dropout: float = 0.25, kernel: int = 1):
         super().__init__()
         if n_linear < 1:
             raise ValueError(f"n_linear must be at least 1; got {n_linear}")
