@@ -189,9 +189,7 @@ def test_regressor_recovers_shifted_class_statistics_and_raises_pooled_auroc():
     stats = {"u": U[ids] + 0.02 * torch.randn(80, generator=g), "gamma": G[ids] + 0.02 * torch.randn(80, generator=g),
              "sigma": torch.full((80,), 0.1)}
     config = CADAConfig(head_iters=300, head_lr=0.05, log_every=100, seed=0)
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG (see test_heads_..._global_rng)
-        torch.manual_seed(0)
-        heads, history = cada.train_heads(config, x, stats, ids, 2)
+    heads, history = cada.train_heads(config, x, stats, ids, 2)
     assert set(heads) == {"regressor", "regressor_sigma", "classifier"} and len(history["regressor"]) == 3
     assert history["regressor"][-1] < history["regressor"][0] / 2
     xt, idt = _two_shifted_classes(10, g)  # held-out images
@@ -228,6 +226,13 @@ def test_heads_depend_on_the_seed_not_on_the_global_rng():
     for name in runs[0]:
         for (k, a), b in zip(runs[0][name].state_dict().items(), runs[1][name].state_dict().values()):
             assert torch.equal(a, b), f"{name}.{k}"
+    # each head has its own streams: the classifier trained alone is the classifier trained with the others
+    alone = cada.train_heads(config, x, stats, ids, 2, names=("classifier",))[0]
+    assert list(alone) == ["classifier"]
+    for a, b in zip(alone["classifier"].state_dict().values(), runs[0]["classifier"].state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown head"):
+        cada.train_heads(config, x, stats, ids, 2, names=("regresor",))
 
 
 # ----------------------------------------------------------------------------- the whole method, small and real
