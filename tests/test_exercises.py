@@ -248,3 +248,43 @@ def test_cue_fusion_checker_catches_the_arithmetic_mean():
 
     with pytest.raises(AssertionError, match="FAILED"):
         check_cue_fusion(arithmetic)
+
+
+def test_cada_checkers_accept_the_reference_and_catch_wrong_answers(capsys):
+    import numpy as np
+
+    from adlkit import metrics
+    from adlkit.checks import check_cada_regression_loss, check_unified_auroc
+    from adlkit.methods.cada import regression_loss
+
+    check_cada_regression_loss(regression_loss)
+
+    def plain_l1(pred, target, alpha=0.1):  # no quadratic branch
+        return (pred - target).abs().mean(0).sum()
+
+    def one_mean(pred, target, alpha=0.1):  # the average of the two terms instead of their sum
+        return regression_loss(pred, target, alpha) / 2
+
+    for wrong in (plain_l1, one_mean):
+        with pytest.raises(AssertionError, match="FAILED"):
+            check_cada_regression_loss(wrong)
+
+    def unified(scores, labels, classes):
+        per = [metrics.image_auroc(scores[classes == c], labels[classes == c]) for c in sorted(set(classes.tolist()))]
+        return metrics.image_auroc(scores, labels), float(np.mean(per))
+
+    check_unified_auroc(unified)
+
+    def swapped(scores, labels, classes):
+        pooled, per = unified(scores, labels, classes)
+        return per, pooled
+
+    def weighted_by_size(scores, labels, classes):  # the per-class mean weighted by class size
+        names = sorted(set(classes.tolist()))
+        per = [metrics.image_auroc(scores[classes == c], labels[classes == c]) for c in names]
+        sizes = [int((classes == c).sum()) for c in names]
+        return metrics.image_auroc(scores, labels), float(np.average(per, weights=sizes))
+
+    for wrong in (swapped, weighted_by_size):
+        with pytest.raises(AssertionError, match="FAILED"):
+            check_unified_auroc(wrong)
