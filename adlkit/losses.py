@@ -16,8 +16,14 @@ Distillation from One-Class Embedding*, CVPR 2022) and CADA's regressor (J. Guo,
 W. Zhang, H. Li, *Absolute-Unified Multi-Class Anomaly Detection via Class-Agnostic Distribution
 Alignment*, arXiv:2404.00724, 2024):
 
-* L_RD = sum_l mean_b [1 - cos(vec E_l, vec D_l)]                  :func:`rd_cosine_loss`
+* L_RD = sum_l mean_b [1 - cos(vec E_l, vec D_l)]                  :func:`cosine_reconstruction_loss`
+  (also CKAAD's eq. 2, L_rec; its per-position form is ``adlkit.models.rd.cosine_distance_maps``)
 * CADA eqs. 3-4, the smooth-L1 loss of the predicted statistics      :func:`smooth_l1`
+
+CKAAD (Q. Fang, Q. Su, W. Lv, W. Xu, J. Yu, *Boosting Fine-Grained Visual Anomaly Detection with
+Coarse-Knowledge-Aware Adversarial Learning*, arXiv:2412.12850, 2024):
+
+* the energy of a discriminator output, E(s, y) = (1 - y)|s| + y max(0, m - |s|)  :func:`energy`
 
 Every loss returns one value per sample (``reduction="none"``, the default) so that ADL can
 weight samples (``adlkit.reweight``); ``"mean"`` and ``"sum"`` are there for convenience.
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["reference_stats", "z_score", "deviation_loss", "soft_deviation_loss", "top_k_mean", "focal_loss",
-           "rd_cosine_loss", "smooth_l1"]
+           "cosine_reconstruction_loss", "smooth_l1", "energy"]
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -125,8 +131,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
     return _reduce(loss.flatten(1).mean(1), reduction)
 
 
-def rd_cosine_loss(encoded: list[torch.Tensor], decoded: list[torch.Tensor], reduction: str = "mean") -> torch.Tensor:
-    """Reverse distillation's loss: sum over levels l of 1 - cos(vec E_l, vec D_l), each level's map
+def cosine_reconstruction_loss(encoded: list[torch.Tensor], decoded: list[torch.Tensor], reduction: str = "mean"
+                               ) -> torch.Tensor:
+    """Reverse distillation's loss (and CKAAD's eq. 2): sum over levels l of 1 - cos(vec E_l, vec D_l), each level's map
     [B, C_l, h_l, w_l] flattened to one vector per image (as RD4AD's code); ``"mean"`` averages over images.
 
     ``reduction="none"`` returns one value per image (the sum over levels). A decoder that copies its
@@ -153,3 +160,14 @@ def smooth_l1(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.1, redu
         raise ValueError(f"alpha must be > 0; got {alpha}")
     d = (pred - target).abs()
     return _reduce(torch.where(d < alpha, d ** 2 / (2 * alpha), d - alpha / 2), reduction)
+
+
+def energy(s: torch.Tensor, y, margin: float = 5.0) -> torch.Tensor:
+    """CKAAD's energy of a discriminator output s for a target y (element-wise):
+    E(s, y) = (1 - y)|s| + y max(0, m - |s|).
+
+    Normal features (y = 0) are pulled to energy 0 at s = 0; anomalous ones (y = 1) pushed until |s| >= m
+    (m = 5), after which they cost nothing. E(0, 0) = 0, E(-3, 0) = 3, E(+-2, 1) = 3, E(7, 1) = 0.
+    """
+    y = torch.as_tensor(y, dtype=s.dtype, device=s.device)
+    return (1 - y) * s.abs() + y * F.relu(margin - s.abs())

@@ -8,7 +8,7 @@ Prints, on the CPU, at 1 and at 2 torch threads (``torch.set_num_threads``):
 1. Reverse-distillation (stage 1) training images/s at batch 16 on the frozen EfficientNet-Lite0
    encoder (levels 1, 2, 3):
      (a) cached   - adlkit's design: the encoder's levels are computed once; a step indexes a batch of
-                    them, runs the RD forward + ``rd_cosine_loss`` + backward + AdamW step;
+                    them, runs the RD forward + ``cosine_reconstruction_loss`` + backward + AdamW step;
      (b) uncached - the frozen encoder runs on the batch every step (no_grad), then the same RD step;
    and the speed-up of caching (time of b / time of a).
 2. Gaussian blur of N maps [N, S, S] (sigma 4 at 256 px, scaled with the size, as CADA's maps):
@@ -44,7 +44,7 @@ import torch
 from scipy import ndimage
 from torchvision.transforms.v2 import functional as TF
 
-from adlkit.losses import rd_cosine_loss
+from adlkit.losses import cosine_reconstruction_loss
 from adlkit.methods import adl, cada
 from adlkit.models import backbone
 from adlkit.models.rd import ReverseDistillation, anomaly_map, gaussian_smooth
@@ -81,7 +81,7 @@ def rd_steppers(encoder, images: torch.Tensor, levels: list[torch.Tensor], steps
 
     def rd_step(enc):
         dec, _ = rd(enc)
-        loss = rd_cosine_loss(enc, dec)
+        loss = cosine_reconstruction_loss(enc, dec)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from adlkit.losses import (
     deviation_loss,
     focal_loss,
-    rd_cosine_loss,
+    cosine_reconstruction_loss,
     reference_stats,
     smooth_l1,
     soft_deviation_loss,
@@ -116,39 +116,39 @@ def _levels(generator):
     return [torch.randn(2, c, s, s, generator=generator) for c, s in ((3, 4), (5, 2), (7, 1))]
 
 
-def test_rd_cosine_loss_is_zero_for_a_copy_and_two_per_level_for_the_opposite():
+def test_cosine_reconstruction_loss_is_zero_for_a_copy_and_two_per_level_for_the_opposite():
     enc = _levels(torch.Generator().manual_seed(0))
-    assert torch.allclose(rd_cosine_loss(enc, [e.clone() for e in enc], reduction="none"), torch.zeros(2), atol=1e-6)
-    assert rd_cosine_loss(enc, [-e for e in enc]).item() == pytest.approx(6.0)  # 3 levels x 2
-    assert torch.allclose(rd_cosine_loss(enc[:1], [-enc[0]], reduction="none"), torch.full((2,), 2.0))
-    assert rd_cosine_loss(enc, [-e for e in enc], reduction="sum").item() == pytest.approx(12.0)  # 2 images x 6
+    assert torch.allclose(cosine_reconstruction_loss(enc, [e.clone() for e in enc], reduction="none"), torch.zeros(2), atol=1e-6)
+    assert cosine_reconstruction_loss(enc, [-e for e in enc]).item() == pytest.approx(6.0)  # 3 levels x 2
+    assert torch.allclose(cosine_reconstruction_loss(enc[:1], [-enc[0]], reduction="none"), torch.full((2,), 2.0))
+    assert cosine_reconstruction_loss(enc, [-e for e in enc], reduction="sum").item() == pytest.approx(12.0)  # 2 images x 6
 
 
-def test_rd_cosine_loss_hand_case_with_2d_vectors():
+def test_cosine_reconstruction_loss_hand_case_with_2d_vectors():
     e = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
     d = torch.tensor([1.0, 1.0]).view(1, 2, 1, 1)  # 45 degrees: cos = 1 / sqrt(2)
-    assert rd_cosine_loss([e], [d]).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+    assert cosine_reconstruction_loss([e], [d]).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
     d2 = torch.tensor([-1.0, math.sqrt(3)]).view(1, 2, 1, 1)  # 120 degrees: cos = -1/2
-    assert rd_cosine_loss([e, e], [d, d2]).item() == pytest.approx(1 - 1 / math.sqrt(2) + 1.5, rel=1e-6)
-    both = rd_cosine_loss([torch.cat([e, e])], [torch.cat([d, d2])], reduction="none")
+    assert cosine_reconstruction_loss([e, e], [d, d2]).item() == pytest.approx(1 - 1 / math.sqrt(2) + 1.5, rel=1e-6)
+    both = cosine_reconstruction_loss([torch.cat([e, e])], [torch.cat([d, d2])], reduction="none")
     assert torch.allclose(both, torch.tensor([1 - 1 / math.sqrt(2), 1.5]))  # one value per image
 
 
-def test_rd_cosine_loss_flattens_each_image_not_each_position():
+def test_cosine_reconstruction_loss_flattens_each_image_not_each_position():
     # one image, 2 channels, 2 positions: position 1 e = d = (3, 0); position 2 e = (0, 1), d = (0, -1).
     e = torch.tensor([[3.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)  # [B, C, h, w]: channel 0 = (3, 0), channel 1 = (0, 1)
     d = torch.tensor([[3.0, 0.0], [0.0, -1.0]]).view(1, 2, 1, 2)
     per_position = (1 - F.cosine_similarity(e, d, dim=1)).mean().item()
     assert per_position == pytest.approx(1.0)  # (0 + 2) / 2: what the loss must NOT be
     # whole map: vec e = (3, 0, 0, 1), vec d = (3, 0, 0, -1), cos = (9 - 1) / 10 = 0.8
-    assert rd_cosine_loss([e], [d]).item() == pytest.approx(0.2, rel=1e-6)
+    assert cosine_reconstruction_loss([e], [d]).item() == pytest.approx(0.2, rel=1e-6)
 
 
-def test_rd_cosine_loss_rejects_mismatched_levels():
+def test_cosine_reconstruction_loss_rejects_mismatched_levels():
     enc = _levels(torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="shape"):
-        rd_cosine_loss(enc, [enc[0], enc[1], enc[2][:, :, :, :0]])
+        cosine_reconstruction_loss(enc, [enc[0], enc[1], enc[2][:, :, :, :0]])
     with pytest.raises(ValueError, match="shape"):
-        rd_cosine_loss(enc, [enc[0], enc[1][:1], enc[2]])
+        cosine_reconstruction_loss(enc, [enc[0], enc[1][:1], enc[2]])
     with pytest.raises(ValueError, match="levels"):
-        rd_cosine_loss(enc, enc[:2])
+        cosine_reconstruction_loss(enc, enc[:2])

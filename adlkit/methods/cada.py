@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from .. import metrics, training
 from ..data import ImageDataset, cache_tensors
-from ..losses import rd_cosine_loss, smooth_l1
+from ..losses import cosine_reconstruction_loss, smooth_l1
 from ..models import backbone as make_backbone
 from ..models.rd import DistributionHead, ReverseDistillation, anomaly_map, image_score
 from .adl import featurize
@@ -211,7 +211,7 @@ def train_rd(config: CADAConfig, train: ImageDataset, device=None, checkpoint_di
             idx = torch.randint(len(cache), (config.batch_size,), generator=gens["cpu"]).to(device)
             enc = [level[idx] for level in levels]  # [B, C_l, h_l, w_l]
             dec, _ = rd(enc)
-            loss = rd_cosine_loss(enc, dec)
+            loss = cosine_reconstruction_loss(enc, dec)
             training.check_finite(loss, f"reverse distillation, iteration {it}",
                                   f"lower rd_lr (now {config.rd_lr}) or check the images for NaN")
             opt.zero_grad(set_to_none=True)

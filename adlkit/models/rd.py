@@ -73,21 +73,26 @@ def blur_matrix(n: int, sigma: float, truncate: float = 4.0, device=None, dtype=
     return k.to(device=device, dtype=dtype)
 
 
-def _conv_bn(c_in: int, c_out: int, stride: int = 1, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), act())
+# RD4AD normalises with BatchNorm; CKAAD's feature auto-encoder with affine InstanceNorm (its Table 6)
+NORMS = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1, act: type[nn.Module] = nn.ReLU, norm=nn.BatchNorm2d
+             ) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), norm(c_out), act())
 
 
 class _ResidualDown(nn.Module):
     """A bottleneck residual block with stride 2 (RD4AD's one-class embedding block)."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, norm=nn.BatchNorm2d):
         super().__init__()
         mid = c_out // 4
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, mid, 3, 2, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 2, bias=False), nn.BatchNorm2d(c_out))
+            nn.Conv2d(c_in, mid, 1, bias=False), norm(mid), nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, 2, 1, bias=False), norm(mid), nn.ReLU(),
+            nn.Conv2d(mid, c_out, 1, bias=False), norm(c_out))
+        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 2, bias=False), norm(c_out))
 
     def forward(self, x):
         return F.relu(self.body(x) + self.skip(x))
@@ -96,10 +101,10 @@ class _ResidualDown(nn.Module):
 class _UpStage(nn.Module):
     """One decoder stage: x2 transposed conv, a 3x3 conv (BN, GELU), and a linear 1x1 conv giving D_l."""
 
-    def __init__(self, c_in: int, hidden: int, c_out: int):
+    def __init__(self, c_in: int, hidden: int, c_out: int, norm=nn.BatchNorm2d):
         super().__init__()
-        self.up = nn.Sequential(nn.ConvTranspose2d(c_in, hidden, 2, 2, bias=False), nn.BatchNorm2d(hidden), nn.GELU())
-        self.conv = _conv_bn(hidden, hidden, act=nn.GELU)
+        self.up = nn.Sequential(nn.ConvTranspose2d(c_in, hidden, 2, 2, bias=False), norm(hidden), nn.GELU())
+        self.conv = _conv_bn(hidden, hidden, act=nn.GELU, norm=norm)
         self.out = nn.Conv2d(hidden, c_out, 1)
 
     def forward(self, x):
@@ -113,24 +118,28 @@ class ReverseDistillation(nn.Module):
     ``forward(levels) -> (decoded, b)``: ``levels`` are the encoder's [E_1, E_2, E_3] (strides 4, 8, 16
     of the input), ``decoded`` the decoder's [D_1, D_2, D_3] in the same shapes, ``b`` the bottleneck
     [B, Cb, S/32, S/32] (CADA's regressor reads it). ``channels`` = (C1, C2, C3); ``bottleneck``
-    defaults to 2 * C3 (RD4AD: 2048 for WideResNet-50's 1024).
+    defaults to 2 * C3 (RD4AD: 2048 for WideResNet-50's 1024). ``norm``: ``"batch"`` (RD4AD) or
+    ``"instance"`` (CKAAD's feature auto-encoder, :class:`adlkit.models.ckaad.FeatureAE`).
     """
 
-    def __init__(self, channels: tuple[int, int, int] | list[int], bottleneck: int | None = None):
+    def __init__(self, channels: tuple[int, int, int] | list[int], bottleneck: int | None = None, norm: str = "batch"):
         super().__init__()
         if len(channels) != 3:
             raise ValueError(f"reverse distillation uses three encoder levels; got channels {channels}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {sorted(NORMS)}; got {norm!r}")
+        nm = NORMS[norm]
         c1, c2, c3 = (int(c) for c in channels)
         cb = bottleneck or 2 * c3
         self.channels, self.bottleneck_channels = (c1, c2, c3), cb
         # one-class bottleneck: multi-scale fusion to stride 16, then one stride-2 residual block
-        self.fuse1 = nn.Sequential(_conv_bn(c1, c2, 2), _conv_bn(c2, c3, 2))
-        self.fuse2 = _conv_bn(c2, c3, 2)
-        self.embed = _ResidualDown(3 * c3, cb)
+        self.fuse1 = nn.Sequential(_conv_bn(c1, c2, 2, norm=nm), _conv_bn(c2, c3, 2, norm=nm))
+        self.fuse2 = _conv_bn(c2, c3, 2, norm=nm)
+        self.embed = _ResidualDown(3 * c3, cb, nm)
         # decoder: the encoder's mirror (widths and strides), GELU inside
-        self.up3 = _UpStage(cb, c3, c3)
-        self.up2 = _UpStage(c3, c2, c2)
-        self.up1 = _UpStage(c2, c1, c1)
+        self.up3 = _UpStage(cb, c3, c3, nm)
+        self.up2 = _UpStage(c3, c2, c2, nm)
+        self.up1 = _UpStage(c2, c1, c1, nm)
 
     def encode(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """The bottleneck b [B, Cb, S/32, S/32] of the encoder's three levels."""
