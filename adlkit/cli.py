@@ -9,6 +9,7 @@
 * ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options.
 * ``run cada --all-categories --seed 0 1 2 ...`` - CADA: one model on all the classes mixed; rows per variant
   (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``.
+* ``run ckaad --category tile --ablation recon +patch both ...`` - CKAAD, one model per class, row and seed.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -174,6 +175,8 @@ def _summary(row: dict) -> str:
 def _cmd_run(args) -> int:
     if args.method == "cada":
         return _cmd_run_cada(args)
+    if args.method == "ckaad":
+        return _cmd_run_ckaad(args)
     import dataclasses
     import time
 
@@ -181,23 +184,14 @@ def _cmd_run(args) -> int:
 
     from . import config as cfg_mod
     from . import training
-    from .data import MVTecLike, categories
+    from .data import MVTecLike
     from .methods.adl import ADLConfig, run_contaminated
     from .methods.multicue import MultiCueConfig, run_multicue
     from .synth import PseudoAnomaly
 
     config_class = MultiCueConfig if args.method == "multicue" else ADLConfig
     out, done = _output_file(args)
-    root = _dataset_root(args.data, args.image_size)
-    available = categories(root)
-    if not available:
-        MVTecLike(root, "all")  # raises the error that shows the expected layout
-    cats = available if args.all_categories else (args.category or [])
-    if not cats:
-        raise ValueError(f"name a --category (available: {available}) or pass --all-categories")
-    missing = [c for c in cats if c not in available]
-    if missing:
-        raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
+    root, cats = _categories(args)
     rows = args.ablation or [None]
     shot_grid = getattr(args, "shots", None) or [0]
     grid = [(c, e, s, a, k) for c in cats for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
@@ -259,6 +253,23 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _categories(args) -> tuple[Path, list[str]]:
+    """The dataset root and the categories asked for (checked against the dataset)."""
+    from .data import MVTecLike, categories
+
+    root = _dataset_root(args.data, args.image_size)
+    available = categories(root)
+    if not available:
+        MVTecLike(root, "all")  # raises the error that shows the expected layout
+    cats = available if args.all_categories else (args.category or [])
+    if not cats:
+        raise ValueError(f"name a --category (available: {available}) or pass --all-categories")
+    missing = [c for c in cats if c not in available]
+    if missing:
+        raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
+    return root, cats
+
+
 def _output_file(args) -> tuple[Path | None, list[dict]]:
     """``--out`` and the runs it already holds (none with --overwrite); an existing file needs --resume or
     --overwrite. The file itself is emptied only by :func:`_start_output`, once the arguments are checked."""
@@ -292,17 +303,10 @@ def _cmd_run_cada(args) -> int:
     from .methods.cada import CADAConfig, run_cada
 
     out, done = _output_file(args)
-    root = _dataset_root(args.data, args.image_size)
-    available = categories(root)
-    if not available:
-        MVTecLike(root, "all")  # raises the error that shows the expected layout
-    cats = available if args.all_categories else (args.category or [])
+    root, cats = _categories(args)
     if len(cats) < 2:
         raise ValueError(f"CADA trains one model on several classes: name two or more with --category A B "
-                         f"(available: {available}) or pass --all-categories")
-    missing = [c for c in cats if c not in available]
-    if missing:
-        raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
+                         f"(available: {categories(root)}) or pass --all-categories")
     device = torch.device(args.device) if args.device else cfg_mod.device()
     changes = {"backbone": args.backbone, "image_size": args.image_size, "rd_iters": args.iters,
                "head_iters": args.head_iters}
@@ -350,6 +354,63 @@ def _cmd_run_cada(args) -> int:
                 print(f"{name} {row['method']} {row['category']}: {_summary(row)}")
         print(f"{name}: {info['wall_seconds']:.0f} s on {device} ({hist['rd']['backbone']}, {hist['rd']['weights']})",
               flush=True)
+    if out is not None:
+        print(f"{out} holds {len(training.read_results(out))} result(s)")
+    return 0
+
+
+def _cmd_run_ckaad(args) -> int:
+    """CKAAD per category: rows of Table 3 x seeds (x categories), one model each."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from . import config as cfg_mod
+    from . import training
+    from .data import MVTecLike
+    from .methods.ckaad import CKAADConfig, run_ckaad
+
+    out, done = _output_file(args)
+    root, cats = _categories(args)
+    device = torch.device(args.device) if args.device else cfg_mod.device()
+    changes = {"backbone": args.backbone, "image_size": args.image_size, "steps": args.steps,
+               "anomalies": args.anomalies, "shots": args.shots}
+    base = dataclasses.replace(CKAADConfig(), **{k: v for k, v in changes.items() if v is not None})
+    settings = config_changes(CKAADConfig, args.set)
+    rows = args.ablation or ["+patch"]
+    for name in rows:
+        _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
+    finished = {_run_key(r) for r in done}
+    _start_output(out, args)
+    commit = cfg_mod.git_commit()
+    grid = [(c, s, a) for c in cats for s in args.seed for a in rows]
+    if args.shard:
+        i, n = args.shard
+        grid = grid[i::n]
+    for cat, seed, ablation in grid:
+        config = dataclasses.replace(base.ablation(ablation), seed=seed, **settings)
+        row = {"method": "ckaad", "variant": "paper", "ablation": ablation,
+               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+               "category": cat, "contamination": 0.0, "shots": config.shots if config.anomalies == "real" else 0,
+               "leaky": False, "train_backbone": False, "backbone": config.backbone, "image_size": config.image_size,
+               "texture_source": None, "seed": seed, "config": dataclasses.asdict(config)}
+        name = f"ckaad [{ablation}] {cat} seed={seed}"
+        if _run_key(row) in finished:
+            print(f"{name}: already in {out}, skipped (--resume)")
+            continue
+        t0 = time.perf_counter()
+        train, test = MVTecLike(root, cat, "train", config.image_size), MVTecLike(root, cat, "test", config.image_size)
+        ckpt = Path(args.checkpoint) / f"{cat}_s{seed}_{ablation.replace('+', 'plus')}" if args.checkpoint else None
+        r = run_ckaad(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite)
+        hist = r["history"]
+        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
+        row.update(backbone=hist["backbone"], weights=hist["weights"], device=str(device),
+                   train_seconds=round(hist["seconds"], 2), wall_seconds=round(time.perf_counter() - t0, 2),
+                   n_test=len(r["test"]), commit=commit)
+        if out is not None:
+            training.append_result(out, row)
+        print(f"{name}: {_summary(row)} ({row['wall_seconds']:.0f} s on {device})", flush=True)
     if out is not None:
         print(f"{out} holds {len(training.read_results(out))} result(s)")
     return 0
@@ -489,6 +550,29 @@ def _add_cada_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+def _add_ckaad_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
+    p.add_argument("--category", nargs="+", help="one or more categories (one model each)")
+    p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
+    p.add_argument("--seed", type=int, nargs="+", default=[0])
+    p.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    p.add_argument("--steps", type=int, help="training steps of 16 normal + 16 coarse anomalies")
+    p.add_argument("--image-size", type=int, default=128, help="default 128 on a CPU (the paper: 256)")
+    p.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
+    p.add_argument("--ablation", nargs="+", help="rows of Table 3 (a grid axis): recon, reconsub, gan, +image, "
+                                                 "+patch (default), both")
+    p.add_argument("--anomalies", choices=["elastic", "real"], help="coarse anomalies: elastic warps of the "
+                                                                     "training images (default) or real test anomalies")
+    p.add_argument("--shots", type=int, help="with --anomalies real: labelled anomalies per class (default 10)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any CKAADConfig field, e.g. --set n_warps=8 top_k=50")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
+    p.add_argument("--out", help="append each finished run to this JSON list (atomically)")
+    p.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt)")
+    p.add_argument("--resume", action="store_true", help="skip the runs already in --out and continue checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
+    p.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -528,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cd = method_sub.add_parser("cada", help="CADA, one threshold for all classes (Guo et al., 2024, arXiv:2404.00724)")
     _add_cada_arguments(cd)
+
+    ck = method_sub.add_parser("ckaad", help="CKAAD, energy-based discriminators on feature reconstruction "
+                                             "(Fang et al., 2024, arXiv:2412.12850)")
+    _add_ckaad_arguments(ck)
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

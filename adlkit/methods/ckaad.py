@@ -101,6 +101,8 @@ class CKAADConfig:
     @property
     def k_pixels(self) -> int:
         """The image score's k at this image size (k = 100 at 256 px, scaled with the area)."""
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (the image score averages the top k pixels); got {self.top_k}")
         return max(1, round(self.top_k * (self.image_size / 256) ** 2))
 
 
@@ -132,6 +134,7 @@ class CKAADModel:
 
 
 def build_model(config: CKAADConfig, device) -> CKAADModel:
+    _ = config.k_pixels  # validates top_k before any work
     if config.objective not in ("energy", "gan", "reconsub"):
         raise ValueError(f"objective must be 'energy', 'gan' or 'reconsub'; got {config.objective!r}")
     with training.seeded(config.seed):
