@@ -16,13 +16,15 @@ import numpy as np
 
 from . import metrics
 
-__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cada_regression_loss", "check_cue_fusion",
-           "check_deviation_loss", "check_perlin_interpolation", "check_top_k_mean", "check_unified_auroc", "run_cases"]
+__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cada_regression_loss", "check_ckaad_discriminator_loss",
+           "check_cue_fusion", "check_deviation_loss", "check_perlin_interpolation", "check_top_k_mean", "check_unified_auroc", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_fmt(v, 4)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)) and value and hasattr(value[0], "detach"):  # e.g. per-level maps
+        return "[" + ", ".join(_fmt(v, 4) for v in value) + "]"
     if not hasattr(value, "detach") and not isinstance(value, (np.ndarray, list, tuple, int, float, np.number)):
         return repr(value)[:200]
     arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
@@ -288,3 +290,42 @@ def check_unified_auroc(student_fn: Callable) -> None:
     cases.append(("three classes, random scores", dict(scores=rng.normal(size=n) + labels + shift, labels=labels,
                                                        classes=classes)))
     run_cases("check_unified_auroc", student_fn, reference, cases)
+
+
+# ----------------------------------------------------------------------------- notebook 07
+def check_ckaad_discriminator_loss(student_fn: Callable) -> None:
+    """Notebook 07: ``patch_d_loss(s_normal, s_anomalous, s_recon, gamma, margin)`` - CKAAD's eq. 8 for the
+    patch discriminator (eqs. 11-12): each argument is a list of per-level score maps [B, h_l, w_l]; the
+    energy E(s, y) = (1 - y)|s| + y max(0, m - |s|) is averaged over images and positions and summed over
+    levels, then E(normal, 0) + (1 - gamma) E(anomalous, 1) + gamma E(recon, 1).
+    Reference: :func:`adlkit.methods.ckaad.discriminator_energy`."""
+    import torch
+
+    from .methods.ckaad import CKAADConfig, discriminator_energy
+
+    def reference(s_normal, s_anomalous, s_recon, gamma, margin):
+        config = CKAADConfig(gamma=gamma, margin=margin)
+        return (discriminator_energy(s_normal, 0, config) + (1 - gamma) * discriminator_energy(s_anomalous, 1, config)
+                + gamma * discriminator_energy(s_recon, 1, config))
+
+    g = torch.Generator().manual_seed(7)
+
+    def levels(fill=None, scale=1.0, sign=1.0):
+        shapes = [(3, 8, 8), (3, 4, 4), (3, 2, 2)]
+        if fill is not None:
+            return [torch.full(s, float(fill)) for s in shapes]
+        return [sign * scale * torch.randn(s, generator=g).abs() if sign else scale * torch.randn(s, generator=g)
+                for s in shapes]
+
+    cases = [
+        ("every score 0 (normal costs 0, anomalies cost m)", dict(s_normal=levels(0), s_anomalous=levels(0),
+                                                                s_recon=levels(0), gamma=0.5, margin=5.0)),
+        ("|s| beyond the margin (anomalies cost 0)", dict(s_normal=levels(0.5), s_anomalous=levels(7.0),
+                                                          s_recon=levels(-6.0), gamma=0.5, margin=5.0)),
+        ("negative scores (the energy uses |s|)", dict(s_normal=levels(scale=2.0, sign=-1.0),
+                                                       s_anomalous=levels(scale=2.0, sign=-1.0),
+                                                       s_recon=levels(scale=2.0, sign=-1.0), gamma=0.5, margin=5.0)),
+        ("random scores, gamma 0.2, margin 3", dict(s_normal=levels(scale=3.0, sign=0), s_anomalous=levels(scale=3.0, sign=0),
+                                                   s_recon=levels(scale=3.0, sign=0), gamma=0.2, margin=3.0)),
+    ]
+    run_cases("check_ckaad_discriminator_loss", student_fn, reference, cases, rtol=1e-5, atol=1e-6)

@@ -152,3 +152,51 @@ def test_cosine_reconstruction_loss_rejects_mismatched_levels():
         cosine_reconstruction_loss(enc, [enc[0], enc[1][:1], enc[2]])
     with pytest.raises(ValueError, match="levels"):
         cosine_reconstruction_loss(enc, enc[:2])
+
+
+# ----------------------------------------------------------------------------- CKAAD's energy
+def test_energy_hand_values():
+    from adlkit.losses import energy
+
+    def e(s, y):
+        return energy(torch.tensor(float(s)), y).item()
+
+    assert e(0, 0) == 0.0 and e(-3, 0) == 3.0 and e(3, 0) == 3.0  # normal: |s|
+    assert e(2, 1) == 3.0 and e(-2, 1) == 3.0 and e(0, 1) == 5.0  # anomalous: m - |s| inside the margin
+    assert e(7, 1) == 0.0 and e(-7, 1) == 0.0 and e(5, 1) == 0.0  # nothing beyond it
+    assert energy(torch.tensor(2.0), 1, margin=10.0).item() == 8.0
+
+
+def test_energy_broadcasts_a_float_target_over_a_tensor_of_scores():
+    from adlkit.losses import energy
+
+    s = torch.tensor([[-7.0, -2.0, 0.0], [1.0, 4.0, 9.0]])
+    assert torch.equal(energy(s, 0), s.abs())
+    assert torch.equal(energy(s, 1), torch.tensor([[0.0, 3.0, 5.0], [4.0, 1.0, 0.0]]))
+    half = energy(s, 0.5)
+    assert half.shape == s.shape
+    assert torch.allclose(half, 0.5 * s.abs() + 0.5 * (5 - s.abs()).clamp(min=0))
+    per_element = energy(s, torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))  # a tensor y works element-wise
+    assert torch.equal(per_element, torch.tensor([[7.0, 3.0, 5.0], [1.0, 1.0, 9.0]]))
+
+
+def test_energy_gradient_vanishes_beyond_the_margin():
+    from adlkit.losses import energy
+
+    s = torch.tensor([-7.0, -2.0, 2.0, 6.0], requires_grad=True)
+    energy(s, 1).sum().backward()
+    assert torch.equal(s.grad, torch.tensor([0.0, 1.0, -1.0, 0.0]))  # inside: pushed away from 0; outside: none
+    s.grad = None
+    energy(s, 0).sum().backward()
+    assert torch.equal(s.grad, torch.tensor([-1.0, -1.0, 1.0, 1.0]))  # normal: always pulled to 0
+
+
+def test_cosine_reconstruction_loss_is_scale_invariant_and_two_per_level_for_the_opposite():
+    enc = _levels(torch.Generator().manual_seed(7))
+    assert torch.allclose(cosine_reconstruction_loss(enc, [2 * e for e in enc], reduction="none"), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(cosine_reconstruction_loss(enc, [0.01 * e for e in enc], reduction="none"), torch.zeros(2),
+                          atol=1e-6)
+    for n_levels in (1, 2, 3):
+        opposite = cosine_reconstruction_loss(enc[:n_levels], [-e for e in enc[:n_levels]], reduction="none")
+        assert torch.allclose(opposite, torch.full((2,), 2.0 * n_levels))
+    assert cosine_reconstruction_loss(enc, [e + 0.5 * torch.randn_like(e) for e in enc]).item() > 0.01
