@@ -16,8 +16,9 @@ import numpy as np
 
 from . import metrics
 
-__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cada_regression_loss", "check_ckaad_discriminator_loss",
-           "check_cue_fusion", "check_deviation_loss", "check_perlin_interpolation", "check_top_k_mean", "check_unified_auroc", "run_cases"]
+__all__ = ["check_adl_step", "check_alpha_weights", "check_auroc", "check_cada_regression_loss",
+           "check_ckaad_discriminator_loss", "check_cue_fusion", "check_deviation_loss", "check_perlin_interpolation",
+           "check_top_k_mean", "check_unified_auroc", "run_cases"]
 
 
 def _fmt(value: Any, limit: int = 10) -> str:

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from adlkit.losses import (
+    cosine_reconstruction_loss,
     deviation_loss,
     focal_loss,
-    cosine_reconstruction_loss,
     reference_stats,
     smooth_l1,
     soft_deviation_loss,
