@@ -299,3 +299,29 @@ def test_run_cada_errors_name_the_problem(small_root, capsys):
     assert "unknown CADA ablation" in capsys.readouterr().err
     assert cli.main([*base, "--all-categories", "--set", "dropout=lots"]) == 2
     assert "expected a float" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- run ckaad
+CKAAD_FAST = ["--image-size", "64", "--steps", "4", "--backbone", "efficientnet_lite0", "--device", "cpu",
+              "--set", "log_every=2", "n_warps=1"]
+
+
+def test_run_ckaad_rows_resume_and_errors(small_root, tmp_path, capsys):
+    out = tmp_path / "ckaad.json"
+    base = ["run", "ckaad", "--data", f"mvtec:{small_root}", "--category", "tile", *CKAAD_FAST]
+    assert cli.main([*base, "--ablation", "recon", "+patch", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["ablation"] for r in rows] == ["recon", "+patch"]
+    for r in rows:
+        assert r["method"] == "ckaad" and r["train_backbone"] is False and r["config"]["n_warps"] == 1
+        for k in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
+            assert 0.0 <= r[k] <= 1.0
+    assert cli.main([*base, "--ablation", "recon", "--out", str(out)]) == 2  # an existing --out
+    assert "exists; pass --resume" in capsys.readouterr().err
+    assert cli.main([*base, "--ablation", "recon", "+patch", "both", "--out", str(out), "--resume"]) == 0
+    assert capsys.readouterr().out.count("skipped (--resume)") == 2
+    assert [r["ablation"] for r in json.loads(out.read_text())] == ["recon", "+patch", "both"]
+    for extra, message in ((["--ablation", "nope"], "unknown CKAAD row"), (["--set", "top_k=0"], "top_k must be"),
+                           (["--anomalies", "real", "--shots", "99"], "99 shots asked")):
+        assert cli.main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
