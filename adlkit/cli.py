@@ -491,19 +491,33 @@ def _cmd_collect(args) -> int:
     return 0
 
 
+def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_size: int, checkpoint_help: str,
+                        resume_help: str, out_help: str = "append each finished run to this JSON list (atomically)"
+                        ) -> None:
+    """The options every `run` command shares: data, categories, seeds, shard, device, output and resuming."""
+    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
+    p.add_argument("--category", nargs="+", help=category_help)
+    p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
+    p.add_argument("--seed", type=int, nargs="+", default=[0])
+    p.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    p.add_argument("--image-size", type=int, default=image_size)
+    p.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--checkpoint", help=checkpoint_help)
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
+    p.set_defaults(func=_cmd_run)
+
+
 def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
     """The options `run adl` and `run multicue` share."""
-    adl.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
-    adl.add_argument("--category", nargs="+", help="one or more categories")
-    adl.add_argument("--all-categories", action="store_true", help="every category of the dataset")
+    _add_grid_arguments(adl, "one or more categories", 256, "folder for per-run checkpoints (last.pt after every epoch)",
+                        "skip the runs already in --out and continue checkpointed runs from --checkpoint")
     adl.add_argument("--contamination", type=_ratio, nargs="+", default=[0.1], help="ratios in [0, 1), e.g. 0 0.1 0.2")
-    adl.add_argument("--seed", type=int, nargs="+", default=[0])
-    adl.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
     adl.add_argument("--epochs", type=int)
     adl.add_argument("--steps", type=int, help="steps per epoch (paper: 20)")
-    adl.add_argument("--image-size", type=int, default=256)
     adl.add_argument("--lr", type=float)
-    adl.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
     mode = adl.add_mutually_exclusive_group()
     mode.add_argument("--train-backbone", dest="train_backbone", action="store_true", default=None,
                       help="fine-tune the backbone end to end (the paper; the default)")
@@ -517,60 +531,33 @@ def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
     adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: ADLKIT_TEXTURES, "
                                        "else built-in sources")
     adl.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (official code)")
-    adl.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
-    adl.add_argument("--out", help="append each finished run to this JSON list (atomically)")
-    adl.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt after every epoch)")
-    adl.add_argument("--resume", action="store_true",
-                     help="skip the runs already in --out and continue checkpointed runs from --checkpoint")
-    adl.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
     adl.add_argument("--progress", action="store_true", help="a progress bar per run")
-    adl.set_defaults(func=_cmd_run)
 
 
 def _add_cada_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
-    p.add_argument("--category", nargs="+", help="two or more categories, trained together without class labels")
-    p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one model per seed")
-    p.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    _add_grid_arguments(p, "two or more categories, trained together without class labels", 256,
+                        "folder for per-seed checkpoints (rd.pt, heads.pt)",
+                        "skip the runs already in --out and reuse finished stages",
+                        out_help="append each finished run's rows to this JSON list (atomically)")
     p.add_argument("--iters", type=int, help="reverse-distillation iterations (paper: 5000)")
     p.add_argument("--head-iters", type=int, help="iterations of each head (paper: 5000)")
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
     p.add_argument("--ablation", nargs="+", help="named rows (a grid axis): 'CADA', 'encoder input', 'no dropout', "
                                                  "'linear only'")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="any CADAConfig field, e.g. --set dropout=0.5 top_percent=0 train_per_class=40")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
-    p.add_argument("--out", help="append each finished run's rows to this JSON list (atomically)")
-    p.add_argument("--checkpoint", help="folder for per-seed checkpoints (rd.pt, heads.pt)")
-    p.add_argument("--resume", action="store_true", help="skip the runs already in --out and reuse finished stages")
-    p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
     p.add_argument("--progress", action="store_true", help="a progress bar for reverse distillation")
-    p.set_defaults(func=_cmd_run)
 
 
 def _add_ckaad_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
-    p.add_argument("--category", nargs="+", help="one or more categories (one model each)")
-    p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
-    p.add_argument("--seed", type=int, nargs="+", default=[0])
-    p.add_argument("--shard", type=_shard, help="i/n: run only the i-th of n slices of the grid (0-based)")
+    _add_grid_arguments(p, "one or more categories (one model each)", 128, "folder for per-run checkpoints (last.pt)",
+                        "skip the runs already in --out and continue checkpoints")
     p.add_argument("--steps", type=int, help="training steps of 16 normal + 16 coarse anomalies")
-    p.add_argument("--image-size", type=int, default=128, help="default 128 on a CPU (the paper: 256)")
-    p.add_argument("--backbone", choices=["resnet18", "wide_resnet50_2", "efficientnet_lite0", "auto"])
     p.add_argument("--ablation", nargs="+", help="rows of Table 3 (a grid axis): recon, reconsub, gan, +image, "
                                                  "+patch (default), both")
     p.add_argument("--anomalies", choices=["elastic", "real"], help="coarse anomalies: elastic warps of the "
                                                                      "training images (default) or real test anomalies")
     p.add_argument("--shots", type=int, help="with --anomalies real: labelled anomalies per class (default 10)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any CKAADConfig field, e.g. --set n_warps=8 top_k=50")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: ADLKIT_DEVICE or the best available)")
-    p.add_argument("--out", help="append each finished run to this JSON list (atomically)")
-    p.add_argument("--checkpoint", help="folder for per-run checkpoints (last.pt)")
-    p.add_argument("--resume", action="store_true", help="skip the runs already in --out and continue checkpoints")
-    p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
-    p.set_defaults(func=_cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
