@@ -45,7 +45,7 @@ from ..models import backbone as make_backbone
 from ..models.ckaad import FeatureAE, ImageDiscriminator, PatchDiscriminator
 from ..models.rd import anomaly_map
 from ..synth import elastic_anomalies
-from .adl import featurize
+from .adl import _backbone_key, _images_key, _remember, featurize
 
 __all__ = ["CKAADConfig", "ABLATIONS", "CKAADModel", "CKAADData", "prepare_data", "discriminator_energy",
            "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "score_ckaad", "run_ckaad"]
@@ -160,7 +160,7 @@ class CKAADData:
 def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, device,
                  shots: ImageDataset | None = None) -> CKAADData:
     """Decode and featurise the training images once, and the coarse anomalies (the warp bank, seeded by
-    ``config.seed``, or the real shots)."""
+    ``config.seed`` and remembered for the process like ADL's pools, or the real shots)."""
     if train.image_size != config.image_size:
         raise ValueError(f"dataset image_size {train.image_size} != config.image_size {config.image_size}")
     images = cache_tensors(train, device).images
@@ -168,15 +168,20 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
     if config.anomalies == "elastic":
         if config.n_warps < 1:
             raise ValueError(f"n_warps must be at least 1; got {config.n_warps}")
-        g = torch.Generator(device=device).manual_seed(config.seed + 5)
-        feats = []
-        with torch.no_grad():
-            for chunk in images.split(32):  # n_warps warps of each image, image-major
-                x = chunk.float().div(255).repeat_interleave(config.n_warps, dim=0)
-                warped = elastic_anomalies(x, config.warp_alpha, config.warp_sigma, g)
-                feats.append([f.cpu() for f in model.backbone(warped)])
-        anomalous = [torch.cat(level).to(device) for level in zip(*feats)]
-        return CKAADData(normal, anomalous, paired=True)
+        def make_bank():
+            g = torch.Generator(device=device).manual_seed(config.seed + 5)
+            feats = []
+            with torch.no_grad():
+                for chunk in images.split(32):  # n_warps warps of each image, image-major
+                    x = chunk.float().div(255).repeat_interleave(config.n_warps, dim=0)
+                    warped = elastic_anomalies(x, config.warp_alpha, config.warp_sigma, g)
+                    feats.append([f.cpu() for f in model.backbone(warped)])
+            return [torch.cat(level).to(device) for level in zip(*feats)]
+
+        # one bank per class, backbone and warp setting, shared by every row of a grid in this process
+        key = (_backbone_key(model.backbone), "warps", _images_key(images), config.n_warps, config.warp_alpha,
+               config.warp_sigma, config.seed)
+        return CKAADData(normal, _remember(key, make_bank), paired=True)
     if config.anomalies == "real":
         if shots is None or len(shots) == 0:
             raise ValueError("anomalies='real' needs labelled anomalies: pass shots (data.few_shot) or use --shots N")

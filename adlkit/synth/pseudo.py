@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from .. import config
 from .perlin import _rand, _randint, blend, perlin_masks, rotate, sample_beta
@@ -414,11 +413,12 @@ def elastic_anomalies(images: torch.Tensor, alpha: float = 200.0, sigma: float =
     b, _, h, w = images.shape
     dx = _rand((b, 1, h, w), generator, images.device, images.dtype) * 2 - 1
     dy = _rand((b, 1, h, w), generator, images.device, images.dtype) * 2 - 1
-    if sigma > 0:
-        ks = int(8 * sigma + 1)
-        ks += 1 - ks % 2
-        dx = TF.gaussian_blur(dx, [ks, ks], [sigma, sigma])
-        dy = TF.gaussian_blur(dy, [ks, ks], [sigma, sigma])
+    if sigma > 0:  # torchvision's kernel (size int(8 sigma + 1), made odd) with mirrored borders, as matrix products
+        from ..models.rd import gaussian_smooth
+
+        radius = int(8 * sigma + 1) // 2
+        dx = gaussian_smooth(dx[:, 0], sigma, radius=radius)[:, None]
+        dy = gaussian_smooth(dy[:, 0], sigma, radius=radius)[:, None]
     displacement = torch.cat([dx * alpha / w, dy * alpha / h], 1).permute(0, 2, 3, 1)  # [B, H, W, 2]
     # identity grid in [-1, 1] (pixel centres), as torchvision's elastic kernel builds it
     ys = (torch.arange(h, device=images.device, dtype=images.dtype) + 0.5) * 2 / h - 1
