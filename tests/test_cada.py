@@ -349,6 +349,25 @@ def test_a_resumed_rd_equals_an_uninterrupted_one(trained, datasets, tmp_path):
     assert history["loss"] == result["model"].history["rd"]["loss"]
 
 
+def test_resumed_heads_are_reused_only_for_the_same_rd(trained, datasets, tmp_path, capsys):
+    result, _ = trained
+    ckpt = tmp_path / "fit"
+    short = replace(CFG, rd_iters=20)
+    first = cada.fit(short, datasets[0], checkpoint_dir=ckpt)
+    again = cada.fit(short, datasets[0], checkpoint_dir=ckpt, resume=True)  # both stages loaded, nothing trained
+    for k, h in first.heads.items():
+        for a, b in zip(h.state_dict().values(), again.heads[k].state_dict().values()):
+            assert torch.equal(a, b)
+    # RD trained further: the saved heads belong to the old RD, so they are trained again, equal to a fresh run's
+    longer = cada.fit(CFG, datasets[0], checkpoint_dir=ckpt, resume=True)
+    assert "trained again" in capsys.readouterr().out
+    for k, h in result["model"].heads.items():
+        for a, b in zip(h.state_dict().values(), longer.heads[k].state_dict().values()):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="dropout"):
+        cada.fit(replace(CFG, dropout=0.5), datasets[0], checkpoint_dir=ckpt, resume=True)
+
+
 def test_cada_refuses_inputs_it_cannot_align(trained, root, datasets):
     result, _ = trained
     test = datasets[1]

@@ -433,7 +433,10 @@ def fit(config: CADAConfig, train: ImageDataset, device=None, checkpoint_dir: st
     model.stats = class_stats(stats, class_ids, len(classes), classes)
     x = out["encoder" if config.regressor_input == "encoder" else "bottleneck"]
     ckpt = Path(checkpoint_dir) / "heads.pt" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists() and resume and _same_config(ckpt, config):
+    if ckpt is not None and ckpt.exists() and not (resume or overwrite):
+        raise FileExistsError(f"{ckpt} exists; pass resume=True to reuse it or overwrite=True to train again "
+                              "(CLI: --resume / --overwrite)")
+    if ckpt is not None and ckpt.exists() and resume and _heads_match(ckpt, config):
         saved = torch.load(ckpt, map_location=device, weights_only=True)
         heads = {k: _head(config, x.shape[1], len(classes) if k == "classifier" else 2, device) for k in saved["heads"]}
         for k, h in heads.items():
@@ -441,9 +444,6 @@ def fit(config: CADAConfig, train: ImageDataset, device=None, checkpoint_dir: st
             h.eval().requires_grad_(False)
         head_history = json.loads(saved["history"])
     else:
-        if ckpt is not None and ckpt.exists() and not (resume or overwrite):
-            raise FileExistsError(f"{ckpt} exists; pass resume=True to reuse it or overwrite=True to train again "
-                                  "(CLI: --resume / --overwrite)")
         heads, head_history = train_heads(config, x, stats, class_ids, len(classes), device)
         if ckpt is not None:
             training.save_atomic({"heads": {k: h.state_dict() for k, h in heads.items()},
@@ -460,10 +460,17 @@ def _head(config: CADAConfig, channels: int, out: int, device) -> DistributionHe
                             config.head_kernel).to(device)
 
 
-def _same_config(path: Path, config: CADAConfig) -> bool:
+def _heads_match(path: Path, config: CADAConfig) -> bool:
+    """Whether ``heads.pt`` was trained on this very RD with these settings. A resumed RD trained for longer
+    (``rd_iters`` changed) makes the saved heads stale: they are trained again. Any other difference is an
+    error: resume with the same settings or use another checkpoint folder."""
     saved = json.loads(torch.load(path, map_location="cpu", weights_only=True)["config"])
     now = json.loads(training.config_to_json(config))
-    differ = sorted(k for k in now if saved.get(k) != now[k] and k not in ("rd_iters", "log_every"))
+    differ = sorted(k for k in now if saved.get(k) != now[k] and k != "log_every")
+    if differ == ["rd_iters"]:
+        print(f"{path}: reverse distillation was trained further ({saved['rd_iters']} -> {now['rd_iters']} "
+              "iterations), so the heads are trained again")
+        return False
     if differ:
         raise ValueError(f"{path} was written with another configuration ({', '.join(differ)} differ); resume with "
                          "the same settings or use another --checkpoint folder")
