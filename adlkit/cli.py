@@ -370,6 +370,7 @@ def _cmd_run_ckaad(args) -> int:
     from . import training
     from .data import MVTecLike
     from .methods.ckaad import CKAADConfig, run_ckaad
+    from .synth import PseudoAnomaly
 
     out, done = _output_file(args)
     root, cats = _categories(args)
@@ -394,7 +395,8 @@ def _cmd_run_ckaad(args) -> int:
                "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
                "category": cat, "contamination": 0.0, "shots": config.shots if config.anomalies == "real" else 0,
                "leaky": False, "train_backbone": False, "backbone": config.backbone, "image_size": config.image_size,
-               "texture_source": None, "seed": seed, "config": dataclasses.asdict(config)}
+               "texture_source": PseudoAnomaly(8, sources=config.sources).source_kind if config.anomalies == "perlin"
+               else None, "seed": seed, "config": dataclasses.asdict(config)}
         name = f"ckaad [{ablation}] {cat} seed={seed}"
         if _run_key(row) in finished:
             print(f"{name}: already in {out}, skipped (--resume)")
@@ -554,8 +556,9 @@ def _add_ckaad_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="training steps of 16 normal + 16 coarse anomalies")
     p.add_argument("--ablation", nargs="+", help="rows of Table 3 (a grid axis): recon, reconsub, gan, +image, "
                                                  "+patch (default), both")
-    p.add_argument("--anomalies", choices=["elastic", "real"], help="coarse anomalies: elastic warps of the "
-                                                                     "training images (default) or real test anomalies")
+    p.add_argument("--anomalies", choices=["elastic", "perlin", "real"],
+                   help="coarse anomalies: elastic warps of the training images (default), Perlin blends of textures "
+                        "(ADLKIT_TEXTURES or built-in), or real test anomalies")
     p.add_argument("--shots", type=int, help="with --anomalies real: labelled anomalies per class (default 10)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any CKAADConfig field, e.g. --set n_warps=8 top_k=50")
 

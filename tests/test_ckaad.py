@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from adlkit import data as D
 from adlkit.data import cache_tensors
 from adlkit.losses import cosine_reconstruction_loss
-from adlkit.methods import ckaad
+from adlkit.methods import adl, ckaad
 from adlkit.methods.adl import featurize
 from adlkit.methods.ckaad import ABLATIONS, CKAADConfig, CKAADData
 from adlkit.models.ckaad import ImageDiscriminator, PatchDiscriminator
@@ -385,3 +385,27 @@ def test_a_dataset_at_another_size_is_refused(tile):
         ckaad.train_ckaad(replace(CFG, image_size=128), train)
     with pytest.raises(ValueError, match="image_size"):
         ckaad.train_ckaad(CFG, D.MVTecLike(root, "tile", "train", 96))
+
+
+# ----------------------------------------------------------------------------- other coarse anomalies
+def test_perlin_bank_is_seeded_and_paired_and_fresh_warps_train(tile):
+    _, train, test = tile
+    cfg = CKAADConfig(image_size=64, pretrained=False, anomalies="perlin", n_warps=2, steps=4, log_every=2)
+    model = ckaad.build_model(cfg, "cpu")
+    a = ckaad.prepare_data(cfg, model, train, "cpu")
+    adl._MEMO.clear()  # make the bank again, not from the process's memo
+    b = ckaad.prepare_data(cfg, model, train, "cpu")
+    assert a.paired and len(a.anomalous[0]) == 2 * len(a.normal[0])
+    assert all(torch.equal(x, y) for x, y in zip(a.anomalous, b.anomalous))
+    r = ckaad.run_ckaad(cfg, train, test)
+    assert np.isfinite(r["image_AUROC"]) and np.isfinite(r["pixel_AUROC"])
+    fresh = replace(cfg, anomalies="elastic", fresh_warps=True)
+    data = ckaad.prepare_data(fresh, model, train, "cpu")
+    assert data.anomalous == [] and data.images is not None
+    gens = [torch.Generator().manual_seed(0) for _ in range(2)]
+    f_n, f_a = ckaad.sample_batch(data, fresh, gens[0], model.backbone, gens[1])
+    assert [f.shape for f in f_a] == [f.shape for f in f_n]  # 16 fresh warps of the 16 batch images
+    r = ckaad.run_ckaad(fresh, train, test)
+    assert np.isfinite(r["image_AUROC"])
+    with pytest.raises(ValueError, match="fresh_warps"):
+        ckaad.prepare_data(replace(cfg, fresh_warps=True), model, train, "cpu")

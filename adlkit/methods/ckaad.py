@@ -44,7 +44,7 @@ from ..losses import cosine_reconstruction_loss, energy
 from ..models import backbone as make_backbone
 from ..models.ckaad import FeatureAE, ImageDiscriminator, PatchDiscriminator
 from ..models.rd import anomaly_map
-from ..synth import elastic_anomalies
+from ..synth import PseudoAnomaly, elastic_anomalies
 from .adl import _backbone_key, _images_key, _remember, featurize
 
 __all__ = ["CKAADConfig", "ABLATIONS", "CKAADModel", "CKAADData", "prepare_data", "discriminator_energy",
@@ -67,10 +67,12 @@ class CKAADConfig:
     gamma: float = 0.5  # share of G's reconstructions among D's anomalous inputs (eq. 8)
     adv_weight: float = 0.02  # weight of L_adv in G's loss (eq. 13)
     # coarse anomalies
-    anomalies: str = "elastic"  # "elastic" (warps of training images), "real" (labelled test anomalies)
+    anomalies: str = "elastic"  # "elastic" (warps of training images), "perlin" (DRAEM-style blends), "real" (shots)
     warp_alpha: float = 200.0
     warp_sigma: float = 5.0
-    n_warps: int = 4  # the bank: warps per training image, featurised once
+    n_warps: int = 4  # the bank: warps (or Perlin blends) per training image, featurised once
+    fresh_warps: bool = False  # elastic: a new warp of each batch image at every step (the official code; slower)
+    sources: str | None = None  # "perlin": texture folder (DTD); None: ADLKIT_TEXTURES or built-in sources
     shots: int = 10  # "real": labelled anomalies per class, taken out of the test set
     # optimisation
     steps: int = 600
@@ -153,8 +155,9 @@ class CKAADData:
     i * n_warps + w; real: the shots' levels)."""
 
     normal: list[torch.Tensor]
-    anomalous: list[torch.Tensor]
-    paired: bool  # elastic warps: anomaly j of a batch is a warp of normal image j
+    anomalous: list[torch.Tensor]  # empty with fresh_warps
+    paired: bool  # warps and blends: anomaly j of a batch is a corrupted copy of normal image j
+    images: torch.Tensor | None = None  # fresh_warps: the uint8 training images, warped anew at every step
 
 
 def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, device,
@@ -165,35 +168,64 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
         raise ValueError(f"dataset image_size {train.image_size} != config.image_size {config.image_size}")
     images = cache_tensors(train, device).images
     normal = featurize(model.backbone, images)
-    if config.anomalies == "elastic":
+    if config.anomalies in ("elastic", "perlin"):
         if config.n_warps < 1:
             raise ValueError(f"n_warps must be at least 1; got {config.n_warps}")
+        corrupt = _corruption(config, device)
+
         def make_bank():
             g = torch.Generator(device=device).manual_seed(config.seed + 5)
             feats = []
             with torch.no_grad():
-                for chunk in images.split(32):  # n_warps warps of each image, image-major
+                for chunk in images.split(32):  # n_warps corrupted copies of each image, image-major
                     x = chunk.float().div(255).repeat_interleave(config.n_warps, dim=0)
-                    warped = elastic_anomalies(x, config.warp_alpha, config.warp_sigma, g)
-                    feats.append([f.cpu() for f in model.backbone(warped)])
+                    feats.append([f.cpu() for f in model.backbone(corrupt(x, g))])
             return [torch.cat(level).to(device) for level in zip(*feats)]
 
-        # one bank per class, backbone and warp setting, shared by every row of a grid in this process
-        key = (_backbone_key(model.backbone), "warps", _images_key(images), config.n_warps, config.warp_alpha,
-               config.warp_sigma, config.seed)
+        if config.fresh_warps:  # no bank: sample_batch warps the batch's own images at every step
+            if config.anomalies != "elastic":
+                raise ValueError("fresh_warps applies to elastic warps; use anomalies='elastic' or fresh_warps=False")
+            return CKAADData(normal, [], paired=True, images=images)
+        # one bank per class, backbone and setting, shared by every row of a grid in this process
+        key = (_backbone_key(model.backbone), config.anomalies, _images_key(images), config.n_warps, config.warp_alpha,
+               config.warp_sigma, config.seed, getattr(corrupt, "source_kind", None))
         return CKAADData(normal, _remember(key, make_bank), paired=True)
     if config.anomalies == "real":
         if shots is None or len(shots) == 0:
             raise ValueError("anomalies='real' needs labelled anomalies: pass shots (data.few_shot) or use --shots N")
         return CKAADData(normal, featurize(model.backbone, cache_tensors(shots, device).images), paired=False)
-    raise ValueError(f"anomalies must be 'elastic' or 'real'; got {config.anomalies!r}")
+    raise ValueError(f"anomalies must be 'elastic', 'perlin' or 'real'; got {config.anomalies!r}")
 
 
-def sample_batch(data: CKAADData, config: CKAADConfig, gen: torch.Generator) -> tuple[list, list]:
-    """``n_normal`` normal feature maps and ``n_anomalous`` coarse anomalies (elastic: a warp of each of
-    the same images, as the official code pairs each image with a warp of itself)."""
+def _corruption(config: CKAADConfig, device):
+    """``corrupt(images in [0, 1], generator)``: an elastic warp (the paper's coarse anomalies for industrial
+    images) or a Perlin blend of a texture (DRAEM's pseudo-anomalies, as ADL uses them)."""
+    if config.anomalies == "elastic":
+        return lambda x, g: elastic_anomalies(x, config.warp_alpha, config.warp_sigma, g)
+    pseudo = PseudoAnomaly(config.image_size, sources=config.sources, device=device)
+
+    def blend(x, g):
+        return pseudo(x, g)[0]
+
+    blend.source_kind = pseudo.source_kind
+    return blend
+
+
+def sample_batch(data: CKAADData, config: CKAADConfig, gen: torch.Generator, backbone=None,
+                 g_device: torch.Generator | None = None) -> tuple[list, list]:
+    """``n_normal`` normal feature maps and ``n_anomalous`` coarse anomalies (warps or blends: a corrupted copy
+    of each of the same images, as the official code pairs each image with a warp of itself). With
+    ``fresh_warps`` the copies are warped now (``g_device``) and featurised by ``backbone``."""
     n = len(data.normal[0])
     idx = torch.randint(n, (config.n_normal,), generator=gen)
+    if data.images is not None:  # fresh_warps
+        if config.n_anomalous > config.n_normal:
+            raise ValueError("fresh_warps warps the batch's own images: n_anomalous must not exceed n_normal")
+        dev = data.normal[0].device
+        x = data.images[idx[:config.n_anomalous].to(data.images.device)].float().div(255)
+        with torch.no_grad():
+            warped = backbone(elastic_anomalies(x, config.warp_alpha, config.warp_sigma, g_device))
+        return [f[idx.to(dev)] for f in data.normal], [w.to(dev) for w in warped]
     if data.paired:
         take = idx[:config.n_anomalous] if config.n_anomalous <= config.n_normal else torch.randint(
             n, (config.n_anomalous,), generator=gen)
@@ -299,7 +331,7 @@ def train_ckaad(config: CKAADConfig, train: ImageDataset, device=None, shots: Im
         steps = range(chunk * config.log_every, min((chunk + 1) * config.log_every, config.steps))
         sums = dict.fromkeys(("rec", "adv", "sub", "d"), 0.0)
         for _ in steps:
-            f_n, f_a = sample_batch(data, config, gens["cpu"])
+            f_n, f_a = sample_batch(data, config, gens["cpu"], model.backbone, gens["device"])
             out = ckaad_step(model, f_n, f_a, opt_g, opt_d, config)
             for k in sums:
                 sums[k] += out[k]
