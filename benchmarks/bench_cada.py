@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 import torch
+from _timing import best_time  # benchmarks/ is on sys.path when a script runs
 from scipy import ndimage
 from torchvision.transforms.v2 import functional as TF
 
@@ -53,22 +54,6 @@ BATCH = 16  # CADA's batch (the paper's, and CADAConfig.batch_size)
 N_TRAIN, N_TEST = 500, 300  # the full-mode notebook's images
 PAPER_ITERS = 5000  # the paper's iterations per stage
 BUDGET = 15 * 60  # full mode: <= 15 min per notebook on a 2-core CPU
-
-
-def best_time(fns: dict, rounds: int) -> tuple[dict, dict]:
-    """Each function once to warm up, then ``rounds`` interleaved rounds. Returns the best wall seconds per
-    function, and the CPU share of that round (this process's CPU seconds / wall seconds)."""
-    for fn in fns.values():
-        fn()
-    best, share = dict.fromkeys(fns, float("inf")), {}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall = time.perf_counter() - t0
-            if wall < best[key]:
-                best[key], share[key] = wall, (time.process_time() - c0) / wall
-    return best, share
 
 
 # ----------------------------------------------------------------------------- 1. RD training steps

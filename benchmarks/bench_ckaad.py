@@ -45,6 +45,7 @@ import os
 import time
 
 import torch
+from _timing import best_time  # benchmarks/ is on sys.path when a script runs
 
 from adlkit import metrics
 from adlkit.methods import adl, ckaad
@@ -60,22 +61,6 @@ N_CLASSES, N_TRAIN, N_TEST, N_WARPS = 5, 100, 65, 4  # notebook 07's full mode (
 STEPS = (150, 300, 600)  # training steps per run to project
 BUDGET = 15 * 60  # full mode: <= 15 min per notebook on a 2-core CPU
 FIT = 12 * 60  # what training, featurising and scoring may take (~3 min left for plots and metrics)
-
-
-def best_time(fns: dict, rounds: int) -> tuple[dict, dict]:
-    """Each function once to warm up, then ``rounds`` interleaved rounds. Returns the best wall seconds per
-    function, and the CPU share of that round (this process's CPU seconds / wall seconds)."""
-    for fn in fns.values():
-        fn()
-    best, share = dict.fromkeys(fns, float("inf")), {}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall = time.perf_counter() - t0
-            if wall < best[key]:
-                best[key], share[key] = wall, (time.process_time() - c0) / wall
-    return best, share
 
 
 # ----------------------------------------------------------------------------- 2. training steps
