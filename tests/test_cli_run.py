@@ -325,3 +325,31 @@ def test_run_ckaad_rows_resume_and_errors(small_root, tmp_path, capsys):
                            (["--anomalies", "real", "--shots", "99"], "99 shots asked")):
         assert cli.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def _ckaad_row(ablation, category, seed, anomalies="elastic", **metrics):
+    from adlkit.methods.ckaad import CKAADConfig
+
+    config = CKAADConfig(seed=seed, anomalies=anomalies).ablation(ablation)
+    return {"method": "ckaad", "variant": "paper", "ablation": ablation, "setting": "", "dataset": "synthetic",
+            "category": category, "contamination": 0.0, "shots": 10 if anomalies == "real" else 0, "leaky": False,
+            "train_backbone": False, "backbone": "efficientnet_lite0", "image_size": 128, "texture_source": None,
+            "seed": seed, "config": dataclasses.asdict(config), "commit": "abc", **metrics}
+
+
+def test_collect_groups_ckaad_by_row_category_and_source_and_leaves_adl_lines_unchanged():
+    adl_rows = [_row("adl", 0, s, image_AUROC=0.6 + s / 10, pixel_AUROC=0.7, pixel_AUPRO=0.5) for s in (0, 1)]
+    ck = [_ckaad_row(a, c, s, src, image_AUROC=0.9, pixel_AUROC=0.95, pixel_AUPRO=0.8 + s / 100)
+          for a in ("recon", "+patch") for c in ("tile", "washer") for s in (0, 1, 2) for src in ("elastic", "real")]
+    alone = cli.collect_rows(adl_rows)
+    both = cli.collect_rows(adl_rows + ck)
+    adl_lines = [t for t in both if t["method"] == "adl"]
+    assert len(adl_lines) == 1
+    assert {k: adl_lines[0][k] for k in alone[0]} == alone[0]  # the ADL line says what it said alone
+    ck_lines = [t for t in both if t["method"] == "ckaad"]
+    assert len(ck_lines) == 2 * 2 * 2 and all(t["n"] == 3 for t in ck_lines)  # rows x classes x sources, 3 seeds
+    assert {(t["ablation"], t["category"], t["anomalies"]) for t in ck_lines} == {
+        (a, c, s) for a in ("recon", "+patch") for c in ("tile", "washer") for s in ("elastic", "real")}
+    assert all(t["pixel_AUPRO"] == "0.810 ± 0.008" for t in ck_lines)
+    assert all(t["image_AUROC"] == "0.900 ± 0.000" for t in ck_lines)
+    assert adl_lines[0]["anomalies"] is None  # a CKAAD field is no ADL setting

@@ -171,7 +171,7 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
     if config.anomalies in ("elastic", "perlin"):
         if config.n_warps < 1:
             raise ValueError(f"n_warps must be at least 1; got {config.n_warps}")
-        corrupt = _corruption(config, device)
+        corrupt = coarse_anomalies(config, device)
 
         def make_bank():
             g = torch.Generator(device=device).manual_seed(config.seed + 5)
@@ -197,7 +197,7 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
     raise ValueError(f"anomalies must be 'elastic', 'perlin' or 'real'; got {config.anomalies!r}")
 
 
-def _corruption(config: CKAADConfig, device):
+def coarse_anomalies(config: CKAADConfig, device):
     """``corrupt(images in [0, 1], generator)``: an elastic warp (the paper's coarse anomalies for industrial
     images) or a Perlin blend of a texture (DRAEM's pseudo-anomalies, as ADL uses them)."""
     if config.anomalies == "elastic":
