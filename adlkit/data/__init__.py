@@ -1,14 +1,17 @@
-"""Datasets (MVTec layout, VisA, ELPV, the built-in synthetic set), contamination, few-shot, tensor cache."""
+"""Datasets (MVTec layout, VisA, ELPV, the built-in synthetic set), contamination, few-shot, open-set splits, tensor cache."""
 
 from .cache import TensorCache, cache_tensors
 from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_from_split_csv
 from .protocols import (
     ContaminationReport,
     FewShotReport,
+    OpenSetSplit,
     ProtocolSplit,
+    anomaly_types,
     contaminate,
     few_shot,
     n_contaminated,
+    open_set_split,
     protocol_split,
 )
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synthetic
@@ -20,16 +23,19 @@ __all__ = [
     "ContaminationReport",
     "FewShotReport",
     "ImageDataset",
+    "OpenSetSplit",
     "ProtocolSplit",
     "MVTecLike",
     "Sample",
     "TensorCache",
+    "anomaly_types",
     "cache_tensors",
     "categories",
     "contaminate",
     "elpv",
     "few_shot",
     "n_contaminated",
+    "open_set_split",
     "protocol_split",
     "render_image",
     "synthetic",

@@ -269,14 +269,45 @@ def visa_from_split_csv(root: str | Path, category: str, split: str = "train", i
     return ImageDataset(samples, image_size, f"visa/{category}/{split}")
 
 
-def elpv(image_size: int | None = 256, threshold: float = 0.5, cell_type: str | None = None) -> ImageDataset:
+ELPV_OPEN_SET_SEED = 0  # the one fixed split of ELPV's normal cells for protocol="open_set" (not a run's seed)
+
+
+def elpv(image_size: int | None = 256, threshold: float = 0.5, cell_type: str | None = None,
+         protocol: str = "threshold") -> ImageDataset | tuple[ImageDataset, ImageDataset]:
     """The ELPV solar-cell electroluminescence dataset (2,624 cells, 300x300 grayscale).
 
     Needs ``pip install 'adlkit[elpv]'`` (the ``elpv-dataset`` package, CC BY-NC-SA 4.0).
-    Image-level labels only: a cell is anomalous when its expert defect probability is
-    >= ``threshold`` (probabilities are 0, 1/3, 2/3, 1). ``class_name`` is the cell type
-    (``mono`` or ``poly``); ``meta["defect_probability"]`` keeps the original value.
+    Image-level labels only; every cell's expert defect probability (0, 1/3, 2/3 or 1) is kept in
+    ``meta["defect_probability"]`` and its type (``mono`` or ``poly``) in ``meta["cell_type"]``.
+
+    ``protocol="threshold"`` (default): one :class:`ImageDataset` of all cells; a cell is anomalous
+    when its probability is >= ``threshold``; ``class_name`` is the cell type, ``cell_type`` keeps
+    one type only.
+
+    ``protocol="open_set"``: ``(train, test)`` as in the open-set papers (DRA: Ding, Pang & Shen,
+    CVPR 2022; AHL: Zhu, Ding, Tian & Pang, CVPR 2024). Normal = probability 0 (1,508 cells),
+    anomaly = probability 1 (715: 313 mono, 402 poly); the 401 uncertain cells (1/3, 2/3) are
+    dropped. An anomaly's ``defect`` is its cell type, so the two cell types are the two anomaly
+    types of :func:`~adlkit.data.open_set_split` (``"hard"``, ``seen_class="mono"`` or ``"poly"``);
+    normal cells have ``defect="good"``. All cells share ``class_name="elpv"`` (one category). The
+    normal cells are split 75/25 once, with the fixed seed :data:`ELPV_OPEN_SET_SEED` (not the run's
+    seed, so every run tests on the same cells), within each cell type: 1,131 train (441 mono, 690
+    poly), 377 test; all 715 anomalies are in the test set. The papers do not publish their split,
+    so the cells (not the counts) may differ from theirs. ``threshold`` and ``cell_type`` do not
+    apply here and raise: the cell type *is* the anomaly type (filter it with ``open_set_split``).
     """
+    if protocol not in ("threshold", "open_set"):
+        raise ValueError(f"unknown ELPV protocol {protocol!r}; use 'threshold' (one dataset, anomalous when the "
+                         "defect probability >= threshold) or 'open_set' ((train, test) for open-set splits).")
+    if cell_type not in (None, "mono", "poly"):
+        raise ValueError(f"cell_type must be None, 'mono' or 'poly'; got {cell_type!r}")
+    if protocol == "open_set" and cell_type is not None:
+        raise ValueError(f"cell_type={cell_type!r} does not apply to protocol='open_set': there the cell type is the "
+                         "anomaly type. Load both and pick with open_set_split(train, test, 'hard', "
+                         f"seen_class={cell_type!r}).")
+    if protocol == "open_set" and threshold != 0.5:
+        raise ValueError(f"threshold={threshold} does not apply to protocol='open_set' (normal = probability 0, "
+                         "anomaly = probability 1, the rest dropped). Drop threshold, or use protocol='threshold'.")
     try:
         import elpv_dataset
     except ImportError as err:
@@ -286,20 +317,39 @@ def elpv(image_size: int | None = 256, threshold: float = 0.5, cell_type: str | 
     labels_csv = Path(elpv_dataset.__file__).parent / "data" / "labels.csv"
     if not labels_csv.is_file():
         raise FileNotFoundError(f"the elpv-dataset package is installed but {labels_csv} is missing; reinstall it.")
-    if cell_type not in (None, "mono", "poly"):
-        raise ValueError(f"cell_type must be None, 'mono' or 'poly'; got {cell_type!r}")
-    samples = []
+    rows = []  # (path, defect probability, cell type)
     for line in labels_csv.read_text().splitlines():
         parts = line.split()
-        if len(parts) != 3:
-            continue
-        rel, prob, kind = parts[0], float(parts[1]), parts[2]
+        if len(parts) == 3:
+            rows.append((labels_csv.parent / parts[0], float(parts[1]), parts[2]))
+    if protocol == "open_set":
+        return _elpv_open_set(rows, image_size)
+    samples = []
+    for path, prob, kind in rows:
         if cell_type and kind != cell_type:
             continue
         anomalous = int(prob >= threshold)
-        samples.append(Sample(labels_csv.parent / rel, anomalous, kind, "defective" if anomalous else "good",
-                              meta={"defect_probability": prob}))
+        samples.append(Sample(path, anomalous, kind, "defective" if anomalous else "good",
+                              meta={"defect_probability": prob, "cell_type": kind}))
     return ImageDataset(samples, image_size, f"elpv{'/' + cell_type if cell_type else ''}")
+
+
+def _elpv_open_set(rows: list[tuple[Path, float, str]], image_size: int | None) -> tuple[ImageDataset, ImageDataset]:
+    """ELPV's open-set (train, test): see :func:`elpv`."""
+    def sample(path, prob, kind, anomalous):
+        return Sample(path, anomalous, "elpv", kind if anomalous else "good",
+                      meta={"defect_probability": prob, "cell_type": kind})
+
+    normal = [r for r in rows if r[1] == 0.0]
+    anomalies = [sample(*r, 1) for r in rows if r[1] == 1.0]
+    rng = np.random.default_rng(ELPV_OPEN_SET_SEED)
+    in_train = set()
+    for kind in ("mono", "poly"):  # 75/25 within each cell type, so train and test share the mono/poly mix
+        idx = [i for i, r in enumerate(normal) if r[2] == kind]
+        in_train |= set(rng.choice(idx, size=round(0.75 * len(idx)), replace=False).tolist())
+    train = [sample(*r, 0) for i, r in enumerate(normal) if i in in_train]
+    test = [sample(*r, 0) for i, r in enumerate(normal) if i not in in_train] + anomalies
+    return ImageDataset(train, image_size, "elpv/open_set/train"), ImageDataset(test, image_size, "elpv/open_set/test")
 
 
 def relabel(sample: Sample, **changes) -> Sample:

@@ -11,6 +11,11 @@ test image.
 The official code leaves those originals in the test set, so the model is tested on images it
 was trained on. adlkit removes them (``leaky=False``, the default); ``leaky=True`` reproduces
 the paper's protocol for comparison.
+
+Open-set supervised anomaly detection (DRA: Ding, Pang & Shen, CVPR 2022; AHL: Zhu, Ding, Tian &
+Pang, CVPR 2024): a few labelled anomalies (M shots) are seen in training and the model is tested
+on anomalies it may never have seen. :func:`open_set_split` makes the two settings of those papers,
+*general* (shots from all anomaly types) and *hard* (shots from one type, test on the others).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import numpy as np
 
 from .datasets import ImageDataset, relabel
 
-__all__ = ["ContaminationReport", "FewShotReport", "ProtocolSplit", "contaminate", "few_shot", "n_contaminated",
-           "protocol_split"]
+__all__ = ["ContaminationReport", "FewShotReport", "OpenSetSplit", "ProtocolSplit", "anomaly_types", "contaminate",
+           "few_shot", "n_contaminated", "open_set_split", "protocol_split"]
 
 
 def n_contaminated(ratio: float, n_good: int) -> int:
@@ -160,3 +165,115 @@ def protocol_split(train: ImageDataset, test: ImageDataset, ratio: float, seed: 
     c_train, c_test, report = contaminate(train, test, ratio, seed=seed, leaky=leaky)
     shots, c_test, shot_report = few_shot(c_test, n_shots, seed=seed)
     return ProtocolSplit(c_train, c_test, shots, report, shot_report)
+
+
+# ----------------------------------------------------------------------------- open-set supervised AD (DRA, AHL)
+OPEN_SET_SETTINGS = ("general", "hard")
+
+
+def anomaly_types(test: ImageDataset) -> list[str]:
+    """The sorted defect types (``Sample.defect``) of the anomalies in ``test``: the candidate seen classes."""
+    return sorted({s.defect for s in test.samples if s.truth == 1})
+
+
+@dataclass
+class OpenSetSplit:
+    """One run's data in the open-set supervised setting (DRA / AHL).
+
+    ``train``: the normal training images, as given. ``shots``: the M labelled anomalies seen in
+    training (label 1), taken out of the test set. ``test``: the normal test images plus the anomalies
+    that are scored - every other anomaly (*general*) or only those of the unseen types (*hard*).
+    ``seen_rest`` (*hard* only, else empty): the seen type's anomalies that are not shots. They are
+    kept out of ``test`` (the hard setting scores unseen anomalies only) but are at hand to plot or
+    to compute a "seen AUROC".
+    """
+
+    train: ImageDataset
+    shots: ImageDataset
+    test: ImageDataset
+    seen_rest: ImageDataset
+    setting: str
+    n_shots: int
+    seed: int
+    seen_class: str | None = None
+
+    def summary(self) -> str:
+        n_good = sum(1 for s in self.test.samples if s.truth == 0)
+        n_anom = len(self.test) - n_good
+        scored = anomaly_types(self.test)
+        if self.setting == "hard":
+            head = (f"hard open-set split (seed {self.seed}): {self.n_shots} labelled {self.seen_class!r} anomalies "
+                    "for training")
+            rest = f"; {len(self.seen_rest)} other {self.seen_class!r} anomalies kept apart (seen_rest)"
+        else:
+            head = (f"general open-set split (seed {self.seed}): {self.n_shots} labelled anomalies of "
+                    f"{anomaly_types(self.shots)} for training")
+            rest = ""
+        return (f"{head}; {len(self.train)} normal training images; test {n_good} normal + {n_anom} anomalous "
+                f"images of {scored}{rest}.")
+
+
+def open_set_split(train: ImageDataset, test: ImageDataset, setting: str = "general", shots: int = 10, seed: int = 0,
+                   seen_class: str | None = None) -> OpenSetSplit:
+    """Split ``test`` for open-set supervised anomaly detection. Returns an :class:`OpenSetSplit`.
+
+    The protocol of DRA (Ding, Pang & Shen, CVPR 2022) that AHL (Zhu, Ding, Tian & Pang, CVPR 2024,
+    §4.1) follows. The "type" of an anomaly is its ``Sample.defect`` (the MVTec sub-folder, e.g.
+    ``crack``; for ELPV's ``protocol="open_set"`` the cell type, ``mono`` or ``poly``).
+
+    * ``"general"``: ``shots`` anomalies drawn at random from all anomalies of all types pooled (so
+      the seen types follow the test set's mix); the test set keeps the normal images and every
+      other anomaly, seen types included.
+    * ``"hard"``: ``shots`` anomalies drawn from the type ``seen_class`` only; the test set keeps the
+      normal images and the anomalies of the *other* types only, so every scored anomaly is of a type
+      never seen in training. The seen type's other anomalies go to ``seen_rest``.
+
+    ``train`` is passed through as it is. The draw is seeded (``numpy.random.default_rng(seed)``) and
+    samples keep their order, ``class_name`` and masks. With several classes in ``test`` the types of
+    all classes are pooled by name (the papers split one category at a time).
+    """
+    if setting not in OPEN_SET_SETTINGS:
+        raise ValueError(f"unknown open-set setting {setting!r}; use 'general' (shots from all anomaly types) or "
+                         "'hard' (shots from one type, seen_class=...).")
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise ValueError(f"shots must be a whole number >= 1 (the papers use 10 or 1); got {shots!r}")
+    if setting == "general" and seen_class is not None:
+        raise ValueError(f"seen_class={seen_class!r} is only for the 'hard' setting; in 'general' the shots come "
+                         "from all types. Drop seen_class, or use setting='hard'.")
+    types = anomaly_types(test)
+    if not types:
+        raise ValueError(f"the test set {test.name!r} holds no anomalies: an open-set split needs labelled ones.")
+    anomalies = [i for i, s in enumerate(test.samples) if s.truth == 1]
+    if setting == "hard":
+        if seen_class is None:
+            raise ValueError(f"the 'hard' setting needs seen_class=..., the one anomaly type the shots come from; "
+                             f"available types: {types}")
+        if len(types) < 2:
+            raise ValueError(f"the 'hard' setting needs at least 2 anomaly types (one seen, the others unseen) but "
+                             f"the test set {test.name!r} has only {types}. Use setting='general'.")
+        if seen_class not in types:
+            raise ValueError(f"unknown seen class {seen_class!r}: the test set's anomaly types are {types}")
+        pool = [i for i in anomalies if test.samples[i].defect == seen_class]
+        what = f"anomalies of the seen type {seen_class!r}"
+    else:
+        pool = anomalies
+        what = "anomalies in total"
+    if shots > len(pool):
+        raise ValueError(f"{shots} shots asked but the test set {test.name!r} has only {len(pool)} {what}. "
+                         f"Ask for at most {len(pool)} shots.")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(pool, size=shots, replace=False).tolist())
+    if setting == "hard":
+        rest = [i for i in pool if i not in chosen]
+        keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect != seen_class]
+    else:
+        rest = []
+        keep = [i for i in range(len(test)) if i not in chosen]
+    tag = f"{setting}{shots}" + (f"-{seen_class}" if setting == "hard" else "")
+    return OpenSetSplit(
+        train=train,
+        shots=test.subset(sorted(chosen), name=f"{test.name}-shots-{tag}"),
+        test=test.subset(keep, name=f"{test.name}-open-set-{tag}"),
+        seen_rest=test.subset(rest, name=f"{test.name}-seen-rest-{tag}"),
+        setting=setting, n_shots=shots, seed=seed, seen_class=seen_class,
+    )

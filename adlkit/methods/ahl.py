@@ -1,0 +1,549 @@
+"""AHL: anomaly heterogeneity learning for open-set supervised anomaly detection, on cached features.
+
+J. Zhu, C. Ding, Y. Tian, G. Pang. *Anomaly Heterogeneity Learning for Open-set Supervised Anomaly
+Detection.* CVPR 2024 (arXiv:2310.12790).
+
+A few labelled anomalies ("seen") and many normal images train a detector that must also catch anomaly
+types it never saw. DevNet fits the seen anomalies' distribution; AHL instead learns from many
+*heterogeneous* simulated anomaly distributions and weighs what each teaches:
+
+* base model phi(x; theta) (DevNet, section 3.1): patch scores |1x1 conv(f)|, image score s = mean of the
+  top 10%; z = (s - mu_R) / sigma_R against N(0, 1) reference draws;
+  l_dev = (1 - y)|z| + y max(0, gamma - z)                                                 (DevNet)
+* HADG (section 3.2): k-means (C clusters) of the normal features; one task per ordered pair (a, b),
+  T = C(C - 1): support normals from cluster a, query normals from cluster b; the seen anomalies split in
+  disjoint halves; pseudo-anomalies (CutMix, CutPaste, Perlin) from a different generator in support and
+  query; each normal swapped for its pseudo-anomalous copy with probability 0.5.
+* CDL (section 3.3): theta_i = theta_g - beta grad L(D_i^s; theta_g)                         (eq. 1)
+  theta_g <- Adam on sum_i w_i L(D_i^q; theta_i(theta_g)), the gradient through the inner steps
+                                                                                            (eqs. 2-4)
+* importance (eqs. 5-7): a BiLSTM psi predicts each query sample's next scores under the T adapted models
+  from its last K epochs (MSE, eq. 5); r_i = mean_j c_j (s_hat_ji - y_j)^2 over D'_i (eq. 6), with c_j = 1
+  for anomalies phi_i never trained on and 0.5 otherwise; w = softmax(-r) (eq. 7).
+* inference: phi(x; theta_g) alone (section 3.1); the w-weighted ensemble of the adapted models is an
+  extra row.
+
+CPU design: the backbone is frozen (ImageNet EfficientNet-Lite0, level 4: 320 channels at stride 32) and
+every image - training normals, their pseudo-anomalous copies (one per generator, synthesised once with
+``pool_seed``), the test set - is featurised once and cached on disk. The base model is a 1x1 conv: the T
+task models are one [T, C + 1] tensor and a meta-iteration is a few batched tensor products, with no
+per-task loop. The paper fine-tunes a ResNet-18 DevNet first (448 px, two scales); adlkit does not.
+Because the head is piecewise linear in theta, its Hessian is zero almost everywhere: the second-order
+meta-gradient equals the first-order one here (a test checks the general formula on a quadratic loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import metrics
+from ..losses import deviation_loss, reference_stats, top_k_mean
+
+__all__ = ["ABLATIONS", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt", "build_features",
+           "devnet_loss", "fit", "hadg", "importance_weights", "meta_step", "phi_scores", "run_ahl", "score",
+           "tokens", "train_ahl", "train_devnet"]
+
+GENERATORS = ("cutmix", "cutpaste", "perlin")
+NORMAL, SEEN, PSEUDO = 0, 1, 2  # sample groups of a balanced batch (1/3 each)
+
+
+@dataclass
+class AHLConfig:
+    # features
+    backbone: str = "efficientnet_lite0"
+    pretrained: str = "auto"
+    layer: int = 4  # Lite0 level 4: 320 channels, stride 32 (8 x 8 at 256 px)
+    image_size: int = 256
+    pool_seed: int = 0  # the pseudo-anomalous copies (one per normal image and generator): synthesised once
+    sources: str | None = None  # Perlin textures (DTD); None: ADLKIT_TEXTURES or built-in
+    # base model (DevNet)
+    topk_ratio: float = 0.1
+    margin: float = 5.0  # gamma of l_dev
+    m: int = 5000  # reference draws
+    # HADG
+    n_clusters: int = 3  # C: T = C(C - 1) tasks
+    swap_probability: float = 0.5  # a normal replaced by its pseudo-anomalous copy (code)
+    # CDL
+    inner_lr: float = 2e-4  # beta (SGD on the summed l_dev, eq. 1)
+    inner_steps: int = 3  # adaptation steps from theta_g per meta-iteration
+    second_order: bool = False  # the graph of the inner steps: the head is piecewise linear (zero Hessian), so
+    # the first-order meta-gradient is exact here (tested) and twice as fast; True for a head with curvature
+    outer_lr: float = 2e-3  # alpha (Adam)
+    steps_per_epoch: int = 20  # meta-iterations per epoch (3 inner x 20 = the code's 3 passes x 20 steps)
+    batch_size: int = 48  # balanced: 1/3 normal, 1/3 seen, 1/3 pseudo (DevNet: 1/2 normal, 1/2 seen)
+    epochs: int = 30
+    # importance (psi)
+    importance: bool = True  # False: uniform w ("AHL, uniform w")
+    history_k: int = 5  # K epochs of scores in psi's input
+    psi_hidden: int = 6
+    psi_lr: float = 2e-3
+    psi_steps: int = 50  # full-batch Adam steps on psi per epoch
+    c_unseen: float = 1.0  # c_j of eq. 6 for anomalies phi_i did not train on
+    c_seen: float = 0.5  # ... and for everything else
+    seed: int = 0
+
+    @property
+    def n_tasks(self) -> int:
+        return self.n_clusters * (self.n_clusters - 1)
+
+
+ABLATIONS = {  # the rows one run reports (same features, same episodes' data)
+    "DevNet": "seen anomalies only, balanced batches",
+    "DevNet + pseudo": "seen anomalies and the pseudo-anomalies of every generator",
+    "AHL (uniform w)": "CDL without psi: w_i = 1/T",
+    "AHL": "CDL with psi's importance weights; scored by theta_g (section 3.1)",
+    "AHL ensemble": "the w-weighted adapted models theta_i of the last epoch",
+}
+
+
+# ----------------------------------------------------------------------------- features (cached once)
+@dataclass
+class FeatureBank:
+    """Frozen features: ``normal`` [N, C, h, w] (training images), ``pseudo`` [G, N, C, h, w] (copy g of
+    normal n, generator ``GENERATORS[g]``), ``test`` [N_test, C, h, w] in the order of ``test_paths``."""
+
+    normal: torch.Tensor
+    pseudo: torch.Tensor
+    test: torch.Tensor
+    test_paths: list[str]
+    info: dict = field(default_factory=dict)
+
+    def rows_of(self, dataset) -> torch.Tensor:
+        """Indices into ``test`` of a dataset's samples (shots, test split, seen remainder)."""
+        where = {p: i for i, p in enumerate(self.test_paths)}
+        missing = [str(s.path) for s in dataset.samples if str(s.path) not in where]
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) (e.g. {missing[0]}) are not in the featurised test set; "
+                             "build the FeatureBank from the same test dataset the split came from")
+        return torch.tensor([where[str(s.path)] for s in dataset.samples], dtype=torch.long)
+
+
+def _pseudo_copies(images: torch.Tensor, config: AHLConfig, gen: torch.Generator, pseudo) -> list[torch.Tensor]:
+    """The three generators on a float batch in [0, 1]: CutMix, CutPaste, a Perlin blend (DRAEM)."""
+    from ..synth import cutmix, cutpaste
+
+    return [cutmix(images, gen)[0], cutpaste(images, gen)[0], pseudo(images, gen)[0]]
+
+
+def build_features(config: AHLConfig, train, test, device="cpu", cache: bool = True, progress: bool = False
+                   ) -> FeatureBank:
+    """Featurise the normal training images, their pseudo-anomalous copies and the test set once.
+
+    With ``cache`` the bank is saved under ``adlkit.config.cache_dir() / "features"``, keyed by the images
+    (paths), size, backbone and weights, ``pool_seed`` and texture source; an existing file is read,
+    never overwritten.
+    """
+    from ..config import cache_dir
+    from ..data import cache_tensors
+    from ..models import backbone as make_backbone
+    from ..synth import PseudoAnomaly
+    from ..training import save_atomic
+
+    if train.image_size != config.image_size or test.image_size != config.image_size:
+        raise ValueError(f"dataset image sizes ({train.image_size}, {test.image_size}) != config.image_size "
+                         f"{config.image_size}; build the datasets with image_size={config.image_size}")
+    if any(s.label for s in train.samples):
+        raise ValueError("AHL's training set must hold normal images only (the labelled anomalies come from "
+                         "data.open_set_split); got labelled anomalies in train")
+    net = make_backbone(config.backbone, config.pretrained, layers=(config.layer,), frozen=True).to(device)
+    pseudo = PseudoAnomaly(config.image_size, sources=config.sources, device=device)
+    key = json.dumps({"train": [str(s.path) for s in train.samples], "test": [str(s.path) for s in test.samples],
+                      "size": config.image_size, "backbone": net.name, "weights": net.weights, "layer": config.layer,
+                      "pool_seed": config.pool_seed, "sources": pseudo.source_kind, "generators": GENERATORS})
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    path = cache_dir() / "features" / f"ahl-{digest}.pt"
+    info = {"backbone": net.name, "weights": net.weights, "layer": config.layer, "image_size": config.image_size,
+            "texture_source": pseudo.source_kind, "pool_seed": config.pool_seed, "cache": str(path.name)}
+    if cache and path.exists():
+        saved = torch.load(path, map_location=device, weights_only=True)
+        return FeatureBank(saved["normal"].float(), saved["pseudo"].float(), saved["test"].float(),
+                           [str(s.path) for s in test.samples], {**info, "cached": True})
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(config.pool_seed)
+
+    @torch.no_grad()
+    def feats(x):
+        return net(x)[0].float()
+
+    normal, copies = [], [[] for _ in GENERATORS]
+    train_images = cache_tensors(train, device).images
+    with torch.no_grad():
+        for chunk in train_images.split(32):
+            x = chunk.float() / 255
+            normal.append(feats(x))
+            for g, fake in enumerate(_pseudo_copies(x, config, gen, pseudo)):
+                copies[g].append(feats(fake.clamp(0, 1)))
+        test_feats = [feats(chunk.float() / 255) for chunk in cache_tensors(test, device).images.split(32)]
+    bank = FeatureBank(torch.cat(normal), torch.stack([torch.cat(c) for c in copies]), torch.cat(test_feats),
+                       [str(s.path) for s in test.samples],
+                       {**info, "cached": False, "seconds": round(time.perf_counter() - t0, 2)})
+    if progress:
+        print(f"featurised {len(train)} normal images x (1 + {len(GENERATORS)}) and {len(test)} test images in "
+              f"{bank.info['seconds']:.0f} s")
+    if cache and not path.exists():  # half precision on disk; never replaces a file
+        save_atomic({"normal": bank.normal.half(), "pseudo": bank.pseudo.half(), "test": bank.test.half(),
+                     "key": key}, path)
+    return bank
+
+
+# ----------------------------------------------------------------------------- the base model phi
+def init_theta(channels: int, seed: int) -> torch.Tensor:
+    """theta = (1x1 conv weight [C], bias): PyTorch's Conv2d default initialisation, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1 / channels ** 0.5
+    return (torch.rand(channels + 1, generator=g) * 2 - 1) * bound
+
+
+def tokens(f: torch.Tensor) -> torch.Tensor:
+    """Feature maps [N, C, h, w] as patch tokens [N, h*w, C] (contiguous): a 1x1 conv is then one matmul."""
+    return f.flatten(2).transpose(1, 2).contiguous()
+
+
+def phi_scores(theta: torch.Tensor, f: torch.Tensor, topk_ratio: float = 0.1) -> torch.Tensor:
+    """Image scores of T models: theta [T, C + 1] on patch tokens f [T, B, P, C] (a batch per model) or
+    [B, P, C] (one batch for every model) -> s [T, B].
+
+    Patch scores |w . f_p + b| (DevNet's 1x1 conv), image score = mean of the top ``topk_ratio`` patches.
+    With a batch per model (training) the top-k patches are found without a graph and only they are
+    scored again with one: the same values and gradients (nothing else reaches the mean), k/P of the
+    backward pass."""
+    w, b = theta[:, :-1], theta[:, -1]
+    if f.ndim == 3:  # [B, P, C] @ [C, T] -> [B, P, T]
+        patch = (f @ w.T).permute(2, 0, 1) + b[:, None, None]
+        return top_k_mean(patch.abs().flatten(0, 1), topk_ratio).view(patch.shape[0], patch.shape[1])
+    T, B, P, C = f.shape
+    k = max(1, int(topk_ratio * P))  # as top_k_mean
+    with torch.no_grad():  # [T, B, P, C] . [T, 1, 1, C] (multiply-and-sum: faster than a batched gemv on a CPU)
+        top = ((f * w[:, None, None, :]).sum(-1) + b[:, None, None]).abs().topk(k, dim=2).indices  # [T, B, k]
+    picked = f.gather(2, top[..., None].expand(T, B, k, C))  # [T, B, k, C]
+    return ((picked * w[:, None, None, :]).sum(-1) + b[:, None, None]).abs().mean(2)
+
+
+def devnet_loss(s: torch.Tensor, y: torch.Tensor, config: AHLConfig, gen: torch.Generator) -> torch.Tensor:
+    """l_dev of every sample, [T, B]: z from fresh N(0, 1) reference draws (DevNet)."""
+    mu, sigma = reference_stats(config.m, generator=gen, device=s.device)
+    return deviation_loss((s - mu) / sigma, y, config.margin)
+
+
+def adapt(theta_g: torch.Tensor, loss_fn, batches, beta: float, create_graph: bool = True) -> torch.Tensor:
+    """Eq. 1, repeated: theta <- theta - beta grad loss_fn(theta, batch) for each batch, from theta_g.
+
+    ``loss_fn(theta, batch)`` returns one loss per task [T] (their sum is differentiated, so each task's
+    rows get their own gradient). With ``create_graph`` the result stays a differentiable function of
+    theta_g (second order); without, the inner gradients are constants (first order)."""
+    theta = theta_g
+    for batch in batches:
+        loss = loss_fn(theta, batch)
+        (grad,) = torch.autograd.grad(loss.sum(), theta, create_graph=create_graph)
+        theta = theta - beta * grad
+    return theta
+
+
+# ----------------------------------------------------------------------------- HADG: heterogeneous tasks
+@dataclass
+class Episodes:
+    """T tasks over one index space ("the bank"): rows [0, N) normal features, [N + g N, N + (g + 1) N) the
+    copies by generator g, then the M seen anomalies. Each set is three padded index lists (normal, seen,
+    pseudo) with their lengths: ``support[group]`` = (indices [T, L], lengths [T])."""
+
+    support: list[tuple[torch.Tensor, torch.Tensor]]
+    query: list[tuple[torch.Tensor, torch.Tensor]]
+    pairs: list[tuple[int, int]]  # (support cluster a, query cluster b)
+    generators: list[tuple[str, str]]  # (support generator, query generator)
+    clusters: np.ndarray  # k-means label of every normal image
+    shot_halves: list[tuple[list[int], list[int]]]  # (support shots, query shots) per task
+    n_normal: int
+    n_shots: int
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.pairs)
+
+    def members(self, which: str, task: int) -> list[int]:
+        """Every bank index of a task's support or query set."""
+        sets = self.support if which == "support" else self.query
+        return sorted({int(i) for idx, n in sets for i in idx[task, :n[task]].tolist()})
+
+
+def _padded(lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(x) for x in lists])
+    out = torch.zeros(len(lists), max(1, int(lengths.max())), dtype=torch.long)
+    for t, x in enumerate(lists):
+        out[t, :len(x)] = torch.tensor(x, dtype=torch.long)
+    return out, lengths
+
+
+def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Episodes:
+    """Section 3.2: C k-means clusters of the globally pooled normal features, one task per ordered pair
+    (a, b) of clusters; support = normals of a, query = normals of b, the seen anomalies split in disjoint
+    halves (one shot: in both), each normal swapped for a pseudo-anomalous copy with probability
+    ``swap_probability``, by a different generator in support and query."""
+    from sklearn.cluster import KMeans
+
+    n, c = len(normal), config.n_clusters
+    if c < 2:
+        raise ValueError(f"n_clusters must be at least 2 (T = C(C - 1) tasks); got {c}")
+    if n < 2 * c:
+        raise ValueError(f"{n} normal images cannot fill {c} clusters with two each; lower n_clusters")
+    if n_shots < 1:
+        raise ValueError(f"AHL needs at least one labelled anomaly; got {n_shots}")
+    rng = np.random.default_rng(seed)
+    pooled = normal.mean(dim=(2, 3)).double().cpu().numpy()
+    clusters = KMeans(c, n_init=10, random_state=seed).fit_predict(pooled)
+    pairs = [(a, b) for a in range(c) for b in range(c) if a != b]
+    gen_pairs = [(a, b) for a in range(len(GENERATORS)) for b in range(len(GENERATORS)) if a != b]
+    order = rng.permutation(len(gen_pairs))
+    gens = [gen_pairs[order[i % len(gen_pairs)]] for i in range(len(pairs))]
+    first_shot = n * (1 + len(GENERATORS))
+
+    def one_set(cluster: int, generator: int, shots: list[int]) -> list[list[int]]:
+        members = np.flatnonzero(clusters == cluster)
+        swap = rng.random(len(members)) < config.swap_probability
+        if swap.all():  # keep both groups non-empty (a balanced batch needs both)
+            swap[0] = False
+        if not swap.any():
+            swap[-1] = True
+        return [members[~swap].tolist(), [first_shot + j for j in shots],
+                [n + generator * n + int(i) for i in members[swap]]]
+
+    support, query, halves = [], [], []
+    for (a, b), (gs, gq) in zip(pairs, gens):
+        perm = rng.permutation(n_shots).tolist()
+        half_s, half_q = (perm, perm) if n_shots == 1 else (perm[:n_shots // 2], perm[n_shots // 2:])
+        support.append(one_set(a, gs, sorted(half_s)))
+        query.append(one_set(b, gq, sorted(half_q)))
+        halves.append((sorted(half_s), sorted(half_q)))
+    return Episodes([_padded([s[k] for s in support]) for k in range(3)],
+                    [_padded([q[k] for q in query]) for k in range(3)], pairs,
+                    [(GENERATORS[a], GENERATORS[b]) for a, b in gens], clusters, halves, n, n_shots)
+
+
+def sample_balanced(groups, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A balanced batch per task from padded groups [(indices [T, L], lengths [T]), ...]: the same number
+    from each group, with replacement. Returns bank indices [T, B] and labels [T, B] (group 0 normal)."""
+    per = batch_size // len(groups)
+    idx, labels = [], []
+    for k, (padded, lengths) in enumerate(groups):
+        pos = (torch.rand(padded.shape[0], per, generator=gen) * lengths[:, None]).long()
+        idx.append(padded.gather(1, pos))
+        labels.append(torch.full_like(idx[-1], int(k != NORMAL), dtype=torch.float32))
+    return torch.cat(idx, 1), torch.cat(labels, 1)
+
+
+# ----------------------------------------------------------------------------- psi: importance of each task
+class ImportanceLSTM(nn.Module):
+    """psi (eq. 5): a 2-layer bidirectional LSTM (hidden 6, so 12 outputs) -> ReLU -> Linear(12, T) reads a
+    sample's scores under the T adapted models over the last K epochs [B, K, T] and predicts the next [B, T]."""
+
+    def __init__(self, n_tasks: int, hidden: int = 6):
+        super().__init__()
+        self.lstm = nn.LSTM(n_tasks, hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(2 * hidden, n_tasks)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(seq)
+        return self.fc(F.relu(out[:, -1]))
+
+
+def importance_weights(predicted: torch.Tensor, y: torch.Tensor, c: torch.Tensor, keep: torch.Tensor,
+                       margin: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 6-7: r_i = mean over D'_i of c_ji (clip(s_hat_ji / gamma, 0, 1) - y_j)^2 and w = softmax(-r).
+
+    ``predicted`` [J, T] psi's next scores, ``y`` [J] labels, ``c`` [J, T] the weights c_j per task,
+    ``keep`` [J, T] bool: sample j is in D'_i. Scores are divided by gamma (the deviation margin) and
+    clipped to [0, 1] so that an anomaly scored far past the margin is not punished. Returns (w, r)."""
+    err = c * ((predicted / margin).clamp(0, 1) - y[:, None]) ** 2
+    keep = keep.float()
+    r = (err * keep).sum(0) / keep.sum(0).clamp_min(1)
+    return torch.softmax(-r, dim=0), r
+
+
+# ----------------------------------------------------------------------------- CDL: one meta-iteration
+def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: torch.Tensor, config: AHLConfig,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eqs. 1-4 for all T tasks at once: adapt theta_g on ``inner_steps`` support batches, then the
+    w-weighted mean query loss of the adapted models. Returns (L_cdl, query losses [T], theta_i [T, C + 1]);
+    L_cdl.backward() puts the meta-gradient in theta_g.grad."""
+    T = episodes.n_tasks
+
+    def loss_fn(theta, batch):
+        idx, y = batch
+        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).sum(1)  # eq. 1: sum
+
+    supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.inner_steps)]
+    theta_i = adapt(theta_g.expand(T, -1), loss_fn, supports, config.inner_lr, create_graph=config.second_order)
+    idx, y = sample_balanced(episodes.query, config.batch_size, gen)
+    l_q = devnet_loss(phi_scores(theta_i, bank[idx], config.topk_ratio), y, config, gen).mean(1)  # [T]
+    return (w * l_q).sum(), l_q, theta_i
+
+
+def _bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
+    """The episodes' index space as patch tokens [N (1 + G) + M, P, C]: normals, copies, seen anomalies."""
+    return tokens(torch.cat([features.normal, features.pseudo.flatten(0, 1), features.test[shots]]))
+
+
+def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, progress: bool = False) -> dict:
+    """Meta-train theta_g (CDL) with psi's importance weights; ``shots`` = indices into ``features.test`` of
+    the seen anomalies. Returns theta_g, the last adapted theta_i, w, the episodes and a per-epoch history."""
+    from ..training import check_finite
+
+    gen = torch.Generator().manual_seed(config.seed)
+    episodes = hadg(features.normal, len(shots), config, config.seed)
+    bank = _bank(features, shots)
+    T, device = episodes.n_tasks, bank.device
+    theta_g = init_theta(bank.shape[-1], config.seed).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([theta_g], lr=config.outer_lr)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 7)
+        psi = ImportanceLSTM(T, config.psi_hidden).to(device)
+    psi_opt = torch.optim.Adam(psi.parameters(), lr=config.psi_lr)
+    # psi's samples: every query set's members; D'_i drops task i's support normals; c_ji = 1 for anomalies
+    # task i never trained on
+    pool = sorted({j for t in range(T) for j in episodes.members("query", t)})
+    pool_t = torch.tensor(pool, dtype=torch.long, device=device)
+    y_pool = (pool_t >= episodes.n_normal).float()
+    keep = torch.ones(len(pool), T, dtype=torch.bool, device=device)
+    c = torch.full((len(pool), T), config.c_seen, device=device)
+    where = {j: k for k, j in enumerate(pool)}
+    for t in range(T):
+        support = set(episodes.members("support", t))
+        for j in episodes.support[NORMAL][0][t, :episodes.support[NORMAL][1][t]].tolist():
+            if j in where:
+                keep[where[j], t] = False
+        for j, k in where.items():
+            if j >= episodes.n_normal and j not in support:
+                c[k, t] = config.c_unseen
+    w = torch.full((T,), 1 / T, device=device)
+    past: list[torch.Tensor] = []  # scores of the pool under the adapted models, one [J, T] per epoch
+    history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "seconds": 0.0}
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        losses = torch.zeros(T, device=device)
+        for _ in range(config.steps_per_epoch):
+            loss, l_q, theta_i = meta_step(theta_g, bank, episodes, w, config, gen)
+            check_finite(loss, f"epoch {epoch}", f"lower outer_lr (now {config.outer_lr}) or inner_lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses += l_q.detach()
+        theta_i = theta_i.detach()
+        with torch.no_grad():  # this epoch's scores of psi's samples under the T adapted models
+            past.append(phi_scores(theta_i, bank[pool_t], config.topk_ratio).T)
+        r = torch.zeros(T, device=device)
+        mse = None
+        if config.importance and len(past) > config.history_k:  # eq. 5: K epochs -> the next one
+            seq = torch.stack(past[-config.history_k - 1:-1], 1)  # [J, K, T]
+            target = past[-1]
+            for _ in range(config.psi_steps):
+                psi_opt.zero_grad(set_to_none=True)
+                mse_t = F.mse_loss(psi(seq), target)
+                mse_t.backward()
+                psi_opt.step()
+            mse = float(mse_t)
+            with torch.no_grad():  # eqs. 6-7 on psi's prediction of the next epoch
+                w, r = importance_weights(psi(torch.stack(past[-config.history_k:], 1)), y_pool, c, keep,
+                                          config.margin)
+        past = past[-config.history_k - 1:]
+        history["epoch"].append(epoch)
+        history["query_loss"].append(float(losses.mean()) / config.steps_per_epoch)
+        history["task_query_loss"].append((losses / config.steps_per_epoch).tolist())
+        history["w"].append(w.tolist())
+        history["r"].append(r.tolist())
+        history["psi_mse"].append(mse)
+        history["seconds"] = time.perf_counter() - t0
+        if progress:
+            print(f"epoch {epoch:3d}  query loss {history['query_loss'][-1]:.4f}  w {np.round(w.tolist(), 3)}")
+    return {"theta_g": theta_g.detach(), "theta_i": theta_i, "w": w, "episodes": episodes, "history": history,
+            "psi": psi}
+
+
+def train_devnet(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pseudo: bool = False) -> dict:
+    """The DevNet baseline on the same features and head: Adam on balanced batches (half normal, half seen
+    anomalies; with ``pseudo``, thirds: normal, seen, pseudo-anomalies of every generator), as many
+    parameter updates as AHL's outer steps."""
+    gen = torch.Generator().manual_seed(config.seed)
+    bank = _bank(features, shots)
+    n = len(features.normal)
+    groups = [list(range(n)), list(range(n * (1 + len(GENERATORS)), len(bank)))]
+    if pseudo:
+        groups.append(list(range(n, n * (1 + len(GENERATORS)))))
+    padded = [_padded([g]) for g in groups]
+    theta = init_theta(bank.shape[-1], config.seed).to(bank.device).unsqueeze(0).requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=config.outer_lr)
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(config.epochs):
+        total = 0.0
+        for _ in range(config.steps_per_epoch):
+            idx, y = sample_balanced(padded, config.batch_size, gen)
+            loss = devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        losses.append(total / config.steps_per_epoch)
+    return {"theta": theta.detach()[0], "history": {"loss": losses, "seconds": time.perf_counter() - t0}}
+
+
+# ----------------------------------------------------------------------------- scoring and one whole run
+@torch.no_grad()
+def score(theta: torch.Tensor, f: torch.Tensor, topk_ratio: float = 0.1, w: torch.Tensor | None = None,
+          batch_size: int = 512) -> np.ndarray:
+    """Image scores of ``f`` [N, C, h, w]: theta [C + 1] (one model), or theta [T, C + 1] with ``w`` [T]
+    (the w-weighted ensemble)."""
+    theta = theta.unsqueeze(0) if theta.ndim == 1 else theta
+    out = []
+    for chunk in f.split(batch_size):
+        s = phi_scores(theta, tokens(chunk), topk_ratio)  # [T, B]
+        out.append(s[0] if w is None else (w[:, None] * s).sum(0))
+    return torch.cat(out).cpu().numpy()
+
+
+def fit(config: AHLConfig, features: FeatureBank, split, progress: bool = False) -> dict:
+    """Every row of ``ABLATIONS`` on one open-set split (``data.open_set_split``): the trained parameters,
+    each row's test scores and metrics, and - in the hard setting - AUROC of the seen type's remaining
+    anomalies against the test normals."""
+    shots = features.rows_of(split.shots)
+    test_rows = features.rows_of(split.test)
+    labels = np.array([s.truth for s in split.test.samples])
+    seen_rows = features.rows_of(split.seen_rest) if len(split.seen_rest) else None
+    normal_rows = test_rows[torch.as_tensor(labels == 0)]
+    models = {
+        "DevNet": train_devnet(config, features, shots),
+        "DevNet + pseudo": train_devnet(config, features, shots, pseudo=True),
+        "AHL (uniform w)": train_ahl(dataclasses.replace(config, importance=False), features, shots),
+    }
+    models["AHL"] = train_ahl(config, features, shots, progress=progress)
+    params = {name: (m.get("theta", m.get("theta_g")), None) for name, m in models.items()}
+    params["AHL ensemble"] = (models["AHL"]["theta_i"], models["AHL"]["w"])
+    rows = {}
+    for name, (theta, w) in params.items():
+        s = score(theta, features.test[test_rows], config.topk_ratio, w)
+        row = {"scores": s, **metrics.image_metrics(s, labels)}
+        if seen_rows is not None:
+            both = torch.cat([normal_rows, seen_rows])
+            y = np.r_[np.zeros(len(normal_rows)), np.ones(len(seen_rows))]
+            row.update(metrics.image_metrics(score(theta, features.test[both], config.topk_ratio, w), y, "seen_"))
+        rows[name] = row
+    return {"rows": rows, "models": models, "labels": labels}
+
+
+def run_ahl(config: AHLConfig, train, test, setting: str = "general", shots: int = 10, seen_class: str | None = None,
+            device="cpu", features: FeatureBank | None = None, progress: bool = False) -> dict:
+    """Split (``data.open_set_split``, seeded by ``config.seed``), featurise once (cached), train every row."""
+    from ..data import open_set_split
+
+    split = open_set_split(train, test, setting, shots, seed=config.seed, seen_class=seen_class)
+    features = features or build_features(config, train, test, device, progress=progress)
+    out = fit(config, features, split, progress=progress)
+    out.update(split=split, features=features)
+    return out

@@ -1,0 +1,136 @@
+"""AHL (Zhu, Ding, Tian & Pang, CVPR 2024) on cached features: tasks, meta-gradient, importance weights."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from adlkit.methods import ahl
+
+CFG = ahl.AHLConfig(epochs=2, steps_per_epoch=2, inner_steps=2, history_k=1, psi_steps=3, m=200)
+
+
+def _normal(n=30, c=8, seed=0):
+    """Three well-separated groups of feature maps [n, c, 2, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[4.0] + [0.0] * (c - 1), [0.0, 4.0] + [0.0] * (c - 2), [0.0, 0.0, 4.0] + [0.0] * (c - 3)])
+    which = torch.arange(n) % 3
+    return centres[which][:, :, None, None] + 0.1 * torch.randn(n, c, 2, 2, generator=g), which
+
+
+def test_hadg_tasks_pair_clusters_split_shots_and_use_different_generators():
+    normal, _ = _normal()
+    ep = ahl.hadg(normal, n_shots=6, config=CFG, seed=0)
+    assert ep.n_tasks == CFG.n_clusters * (CFG.n_clusters - 1) == 6
+    assert sorted(ep.pairs) == [(a, b) for a in range(3) for b in range(3) if a != b]
+    n, first_shot = ep.n_normal, ep.n_normal * (1 + len(ahl.GENERATORS))
+    for t, (a, b) in enumerate(ep.pairs):
+        for which, cluster, gen in (("support", a, ep.generators[t][0]), ("query", b, ep.generators[t][1])):
+            sets = ep.support if which == "support" else ep.query
+            normals = sets[ahl.NORMAL][0][t, :sets[ahl.NORMAL][1][t]].tolist()
+            pseudo = sets[ahl.PSEUDO][0][t, :sets[ahl.PSEUDO][1][t]].tolist()
+            assert normals and pseudo
+            origin = normals + [(j - n) % n for j in pseudo]  # each pseudo copy's normal image
+            assert set(origin) == set(np.flatnonzero(ep.clusters == cluster).tolist())  # the cluster's members
+            assert len(origin) == len(set(origin))  # each member once: kept or swapped
+            g = ahl.GENERATORS.index(gen)
+            assert all((j - n) // n == g for j in pseudo)  # copies by this set's generator
+        assert ep.generators[t][0] != ep.generators[t][1]
+        s_half, q_half = ep.shot_halves[t]
+        assert not set(s_half) & set(q_half) and sorted(s_half + q_half) == list(range(6))
+        seen = ep.support[ahl.SEEN][0][t, :ep.support[ahl.SEEN][1][t]].tolist()
+        assert seen == [first_shot + j for j in s_half]
+    # the clusters are k-means' (three separated groups come back as three clusters)
+    _, truth = _normal()
+    assert len({(int(k), int(t)) for k, t in zip(ep.clusters, truth)}) == 3
+    one = ahl.hadg(normal, n_shots=1, config=CFG, seed=0)
+    assert all(s == q == [0] for s, q in one.shot_halves)  # one shot: in both sets
+    again = ahl.hadg(normal, n_shots=6, config=CFG, seed=0)
+    assert again.shot_halves == ep.shot_halves and again.generators == ep.generators
+
+
+def test_hadg_errors():
+    normal, _ = _normal(n=4)
+    with pytest.raises(ValueError, match="cannot fill 3 clusters"):
+        ahl.hadg(normal, 2, CFG, 0)
+    with pytest.raises(ValueError, match="at least one labelled anomaly"):
+        ahl.hadg(_normal()[0], 0, CFG, 0)
+    with pytest.raises(ValueError, match="at least 2"):
+        ahl.hadg(_normal()[0], 2, dataclasses.replace(CFG, n_clusters=1), 0)
+
+
+def test_meta_gradient_is_one_minus_beta_hessian_times_query_gradient_on_a_quadratic():
+    """d L_q(theta - beta grad L_s(theta)) / d theta = (I - beta H_s) grad L_q(theta')."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 4, generator=g)
+    H = A @ A.T + torch.eye(4)  # support loss 0.5 theta' H theta - b' theta
+    b, q = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    beta = 0.05
+    theta = torch.randn(1, 4, generator=g, requires_grad=True)
+    adapted = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta)
+    loss_q = ((adapted - q) ** 2).sum()  # query loss, gradient 2 (theta' - q)
+    (grad,) = torch.autograd.grad(loss_q, theta)
+    theta_prime = theta.detach() - beta * (theta.detach() @ H - b)
+    expected = (torch.eye(4) - beta * H) @ (2 * (theta_prime - q))[0]
+    assert torch.allclose(grad[0], expected, atol=1e-5)
+    first = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta, create_graph=False)
+    (grad1,) = torch.autograd.grad(((first - q) ** 2).sum(), theta)
+    assert torch.allclose(grad1[0], 2 * (theta_prime - q)[0], atol=1e-5)  # first order drops the Hessian
+
+
+def test_for_the_deviation_head_second_order_equals_first_order():
+    """phi is piecewise linear in theta: the inner gradient does not move with theta, so the meta-gradient
+    is the query gradient at the adapted weights."""
+    normal, _ = _normal()
+    f = ahl.tokens(normal[:12]).unsqueeze(0).expand(2, -1, -1, -1)
+    y = torch.tensor([0.0] * 6 + [1.0] * 6).expand(2, -1)
+    gen_state = torch.Generator().manual_seed(0).get_state()
+
+    def meta_grad(create_graph):
+        theta = ahl.init_theta(8, 0).expand(2, -1).clone().requires_grad_(True)
+        gen = torch.Generator()
+        gen.set_state(gen_state)
+
+        def loss_fn(th, _):
+            return ahl.devnet_loss(ahl.phi_scores(th, f), y, CFG, gen).sum(1)
+
+        adapted = ahl.adapt(theta, loss_fn, [None, None], 1e-2, create_graph=create_graph)
+        (grad,) = torch.autograd.grad(loss_fn(adapted, None).sum(), theta)
+        return grad
+
+    assert torch.allclose(meta_grad(True), meta_grad(False), atol=1e-6)
+
+
+def test_phi_scores_equal_a_conv_abs_topk_head():
+    from adlkit.models.heads import TopKScoreHead
+
+    f = torch.randn(5, 8, 4, 4)
+    head = TopKScoreHead(8, 0.1)
+    theta = torch.cat([head.conv.weight.detach().flatten(), head.conv.bias.detach()])
+    expected, _ = head(f)
+    assert torch.allclose(ahl.phi_scores(theta[None], ahl.tokens(f))[0], expected.detach(), atol=1e-6)
+    both = ahl.phi_scores(torch.stack([theta, -theta]), ahl.tokens(f)[None].expand(2, -1, -1, -1))
+    assert torch.allclose(both, expected.detach().expand(2, -1), atol=1e-6)  # |.| is even in theta
+
+
+def test_importance_weights_sum_to_one_and_fall_as_the_error_rises():
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    good = torch.tensor([0.0, 0.1, 6.0, 5.5])  # normals low, anomalies past the margin (clipped: no penalty)
+    bad = torch.tensor([3.0, 2.0, 1.0, 0.5])
+    middling = (good + bad) / 2
+    predicted = torch.stack([good, middling, bad], 1)
+    c = torch.ones(4, 3)
+    keep = torch.ones(4, 3, dtype=torch.bool)
+    w, r = ahl.importance_weights(predicted, y, c, keep, margin=5.0)
+    assert torch.isclose(w.sum(), torch.tensor(1.0))
+    assert r[0] < r[1] < r[2] and w[0] > w[1] > w[2]
+    assert r[0] == pytest.approx(((0.0 - 0) ** 2 + (0.02 - 0) ** 2 + 0 + 0) / 4)
+    manual = ((bad / 5).clamp(0, 1) - y) ** 2
+    assert r[2] == pytest.approx(float(manual.mean()))
+    # D'_i: a dropped sample does not count; c_j weighs the rest
+    keep[0, 2] = False
+    c[3, 2] = 0.5
+    _, r2 = ahl.importance_weights(predicted, y, c, keep, margin=5.0)
+    assert r2[2] == pytest.approx(float((manual[1] + manual[2] + 0.5 * manual[3]) / 3))
+    assert torch.allclose(torch.softmax(-r2, 0), ahl.importance_weights(predicted, y, c, keep)[0])
