@@ -10,6 +10,8 @@
 * ``run cada --all-categories --seed 0 1 2 ...`` - CADA: one model on all the classes mixed; rows per variant
   (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``.
 * ``run ckaad --category tile --ablation recon +patch both ...`` - CKAAD, one model per class, row and seed.
+* ``run ahl --data elpv --setting general hard --shots 10 1 --seen-class all --seed 0 1 2`` - AHL and its DevNet
+  baselines in the open-set setting, one run per category x setting x shots x seen class x seed.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -156,7 +158,7 @@ def config_changes(config_class, assignments: list[str]) -> dict:
 
 # Fields that tell runs apart (besides the config itself); `collect` groups by them and reports the rest.
 RUN_FIELDS = ("method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-              "train_backbone", "backbone", "image_size", "texture_source")
+              "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class")
 METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO")
 
 
@@ -173,6 +175,8 @@ def _summary(row: dict) -> str:
 
 
 def _cmd_run(args) -> int:
+    if args.method == "ahl":
+        return _cmd_run_ahl(args)
     if args.method == "cada":
         return _cmd_run_cada(args)
     if args.method == "ckaad":
@@ -253,11 +257,11 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _categories(args) -> tuple[Path, list[str]]:
-    """The dataset root and the categories asked for (checked against the dataset)."""
+def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
+    """The dataset root (``--data``'s unless given) and the categories asked for (checked against it)."""
     from .data import MVTecLike, categories
 
-    root = _dataset_root(args.data, args.image_size)
+    root = root or _dataset_root(args.data, args.image_size)
     available = categories(root)
     if not available:
         MVTecLike(root, "all")  # raises the error that shows the expected layout
@@ -462,6 +466,102 @@ def collect_rows(rows: list[dict]) -> list[dict]:
     return table
 
 
+def _ahl_data(args) -> list[tuple[str, object, object]]:
+    """(category, train, test) for ``run ahl``: ELPV's open-set protocol, or one per MVTec-layout category
+    (the built-in synthetic set with 20 test anomalies per defect type, so the hard setting has some left)."""
+    from .data import MVTecLike, elpv, synthetic
+
+    if args.data == "elpv":
+        if args.category or args.all_categories:
+            raise ValueError("ELPV has no categories: drop --category/--all-categories (the hard setting's seen "
+                             "classes are the cell types: --seen-class mono poly, or all)")
+        return [("elpv", *elpv(args.image_size, protocol="open_set"))]
+    root = synthetic(image_size=args.image_size, n_test_per_defect=20) if args.data == "synthetic" else None
+    root, cats = _categories(args, root)
+    return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
+            for c in cats]
+
+
+def _cmd_run_ahl(args) -> int:
+    """AHL and its baselines (DevNet, DevNet + pseudo, AHL with uniform w, the ensemble): one run per
+    category x setting x shots x seen class x seed; features cached once per category."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from . import config as cfg_mod
+    from . import training
+    from .data import anomaly_types, open_set_split
+    from .methods.ahl import AHLConfig, build_features, run_ahl
+
+    out, done = _output_file(args)
+    device = torch.device(args.device) if args.device else cfg_mod.device()
+    changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs}
+    base = dataclasses.replace(AHLConfig(), **{k: v for k, v in changes.items() if v is not None})
+    settings = config_changes(AHLConfig, args.set)
+    base = dataclasses.replace(base, **settings)
+    if any(k < 1 for k in args.shots):
+        raise ValueError(f"--shots must be at least 1 (the paper: 10 and 1); got {args.shots}")
+    if args.seen_class and "hard" not in args.setting:
+        raise ValueError("--seen-class is for the hard setting: add --setting hard (general draws shots from every type)")
+    datasets = _ahl_data(args)
+    grid = []
+    for cat, train, test in datasets:
+        types = anomaly_types(test)
+        seen = types if (not args.seen_class or args.seen_class == ["all"]) else args.seen_class
+        unknown = [c for c in seen if c not in types]
+        if "hard" in args.setting and unknown:
+            raise ValueError(f"unknown seen class {unknown[0]!r} for {cat}; its anomaly types are {types} (or 'all')")
+        for setting in args.setting:
+            for shots in args.shots:
+                for seen_class in (seen if setting == "hard" else [None]):
+                    open_set_split(train, test, setting, shots, 0, seen_class)  # a bad split fails before any work
+                    grid += [(cat, train, test, setting, shots, seen_class, seed) for seed in args.seed]
+    if args.shard:
+        i, n = args.shard
+        grid = grid[i::n]
+    finished = {_run_key(r) for r in done}
+    _start_output(out, args)
+    commit = cfg_mod.git_commit()
+    banks = {}
+    for cat, train, test, setting, shots, seen_class, seed in grid:
+        config = dataclasses.replace(base, seed=seed)
+        common = {"method": "ahl", "variant": "paper",
+                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+                  "dataset": "synthetic (20 anomalies per type)" if args.data == "synthetic" else args.data,
+                  "category": cat, "contamination": 0.0, "shots": shots, "leaky": False, "train_backbone": False,
+                  "backbone": config.backbone, "image_size": config.image_size, "open_set": setting,
+                  "seen_class": seen_class, "seed": seed, "config": dataclasses.asdict(config)}
+        name = f"ahl {cat} {setting} shots={shots}" + (f" seen={seen_class}" if seen_class else "") + f" seed={seed}"
+        if cat not in banks:
+            banks[cat] = build_features(base, train, test, device, progress=True)
+        texture = banks[cat].info["texture_source"]
+        rows = [{**common, "ablation": row, "texture_source": texture} for row in _AHL_ROWS]
+        if all(_run_key(r) in finished for r in rows):
+            print(f"{name}: already in {out}, skipped (--resume)")
+            continue
+        t0 = time.perf_counter()
+        r = run_ahl(config, train, test, setting, shots, seen_class, device, features=banks[cat])
+        info = {"weights": banks[cat].info["weights"], "device": str(device), "n_test": len(r["split"].test),
+                "train_seconds": round(sum(m["history"]["seconds"] for m in r["models"].values()), 2),
+                "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
+        for row in rows:
+            row.update({k: v for k, v in r["rows"][row["ablation"]].items() if k.endswith(METRIC_SUFFIXES)}, **info)
+            if row["ablation"] == "AHL":
+                row["w"] = r["models"]["AHL"]["w"].tolist()
+        if out is not None:
+            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
+        print(f"{name}: " + ", ".join(f"{row['ablation']} {row.get('image_AUROC', float('nan')):.3f}" for row in rows)
+              + f" ({info['wall_seconds']:.0f} s on {device})", flush=True)
+    if out is not None:
+        print(f"{out} holds {len(training.read_results(out))} result(s)")
+    return 0
+
+
+_AHL_ROWS = ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL", "AHL ensemble")
+
+
 def _cmd_collect(args) -> int:
     import csv
 
@@ -563,6 +663,18 @@ def _add_ckaad_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any CKAADConfig field, e.g. --set n_warps=8 top_k=50")
 
 
+def _add_ahl_arguments(p: argparse.ArgumentParser) -> None:
+    _add_grid_arguments(p, "one or more categories (MVTec layout; ELPV has none)", 256, "(unused: AHL trains in "
+                        "about a minute on cached features)", "skip the runs already in --out")
+    p.set_defaults(data="synthetic")
+    p.add_argument("--setting", nargs="+", choices=["general", "hard"], default=["general"],
+                   help="general: shots from every anomaly type; hard: from one type, tested on the others")
+    p.add_argument("--shots", type=int, nargs="+", default=[10], help="labelled anomalies M (the paper: 10 and 1)")
+    p.add_argument("--seen-class", nargs="+", help="hard: the seen anomaly type(s), or all (default: all)")
+    p.add_argument("--epochs", type=int, help="meta-training epochs (default 30)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any AHLConfig field, e.g. --set inner_lr=1e-4")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -606,6 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck = method_sub.add_parser("ckaad", help="CKAAD, energy-based discriminators on feature reconstruction "
                                              "(Fang et al., 2024, arXiv:2412.12850)")
     _add_ckaad_arguments(ck)
+
+    ah = method_sub.add_parser("ahl", help="AHL, anomaly heterogeneity learning in the open set (Zhu, Ding, Tian & "
+                                           "Pang, CVPR 2024)")
+    _add_ahl_arguments(ah)
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

@@ -57,7 +57,7 @@ def test_hadg_errors():
     with pytest.raises(ValueError, match="at least one labelled anomaly"):
         ahl.hadg(_normal()[0], 0, CFG, 0)
     with pytest.raises(ValueError, match="at least 2"):
-        ahl.hadg(_normal()[0], 2, dataclasses.replace(CFG, n_clusters=1), 0)
+        dataclasses.replace(CFG, n_clusters=1)
 
 
 def test_meta_gradient_is_one_minus_beta_hessian_times_query_gradient_on_a_quadratic():

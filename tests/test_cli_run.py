@@ -353,3 +353,41 @@ def test_collect_groups_ckaad_by_row_category_and_source_and_leaves_adl_lines_un
     assert all(t["pixel_AUPRO"] == "0.810 ± 0.008" for t in ck_lines)
     assert all(t["image_AUROC"] == "0.900 ± 0.000" for t in ck_lines)
     assert adl_lines[0]["anomalies"] is None  # a CKAAD field is no ADL setting
+
+
+# ----------------------------------------------------------------------------- run ahl
+AHL_FAST = ["--image-size", "64", "--epochs", "2", "--backbone", "efficientnet_lite0", "--device", "cpu",
+            "--set", "steps_per_epoch=2", "history_k=1", "psi_steps=2", "m=200"]
+
+
+def test_run_ahl_rows_per_setting_resume_and_errors(small_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "cache"))  # the feature bank is cached there
+    out = tmp_path / "ahl.json"
+    base = ["run", "ahl", "--data", f"mvtec:{small_root}", "--category", "tile", *AHL_FAST]
+    assert cli.main([*base, "--setting", "general", "hard", "--shots", "2", "--seen-class", "crack", "--out",
+                     str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["open_set"], r["seen_class"], r["ablation"]) for r in rows] == [
+        (s, c, a) for s, c in (("general", None), ("hard", "crack"))
+        for a in ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL", "AHL ensemble")]
+    for r in rows:
+        assert r["method"] == "ahl" and r["shots"] == 2 and r["train_backbone"] is False
+        assert 0.0 <= r["image_AUROC"] <= 1.0
+        assert (r["open_set"] == "hard") == ("seen_image_AUROC" in r)  # the seen type's other anomalies
+    assert sum(rows[3]["w"]) == pytest.approx(1.0)
+    assert list((tmp_path / "cache" / "features").glob("ahl-*.pt"))  # featurised once, on disk
+    assert cli.main([*base, "--setting", "general", "--shots", "2", "--out", str(out), "--resume"]) == 0
+    assert "skipped (--resume)" in capsys.readouterr().out
+    assert len(json.loads(out.read_text())) == 10
+    table = cli.collect_rows(rows)
+    assert {(t["open_set"], t["seen_class"]) for t in table} == {("general", None), ("hard", "crack")}
+    for extra, message in ((["--setting", "hard", "--seen-class", "nope"], "unknown seen class 'nope'"),
+                           (["--seen-class", "crack"], "--seen-class is for the hard setting"),
+                           (["--shots", "0"], "--shots must be at least 1"),
+                           (["--shots", "99"], "99 shots asked"),
+                           (["--set", "n_clusters=1"], "n_clusters must be at least 2")):
+        assert cli.main([*base, *extra, "--out", str(tmp_path / "e.json")]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(out)]) == 2  # an existing --out
+    assert cli.main(["run", "ahl", "--data", "elpv", "--category", "x", *AHL_FAST]) == 2
+    assert "ELPV has no categories" in capsys.readouterr().err

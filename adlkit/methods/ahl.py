@@ -91,6 +91,14 @@ class AHLConfig:
     c_seen: float = 0.5  # ... and for everything else
     seed: int = 0
 
+    def __post_init__(self):
+        if self.n_clusters < 2:
+            raise ValueError(f"n_clusters must be at least 2 (T = C(C - 1) tasks); got {self.n_clusters}")
+        if self.batch_size < 3:
+            raise ValueError(f"batch_size must be at least 3 (a third normal, seen, pseudo); got {self.batch_size}")
+        if self.history_k < 1 or self.inner_steps < 0 or self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ValueError("history_k, epochs and steps_per_epoch must be at least 1 and inner_steps at least 0")
+
     @property
     def n_tasks(self) -> int:
         return self.n_clusters * (self.n_clusters - 1)
@@ -290,8 +298,6 @@ def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Ep
     from sklearn.cluster import KMeans
 
     n, c = len(normal), config.n_clusters
-    if c < 2:
-        raise ValueError(f"n_clusters must be at least 2 (T = C(C - 1) tasks); got {c}")
     if n < 2 * c:
         raise ValueError(f"{n} normal images cannot fill {c} clusters with two each; lower n_clusters")
     if n_shots < 1:
@@ -448,7 +454,7 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
                 mse_t = F.mse_loss(psi(seq), target)
                 mse_t.backward()
                 psi_opt.step()
-            mse = float(mse_t)
+            mse = float(mse_t.detach())
             with torch.no_grad():  # eqs. 6-7 on psi's prediction of the next epoch
                 w, r = importance_weights(psi(torch.stack(past[-config.history_k:], 1)), y_pool, c, keep,
                                           config.margin)
