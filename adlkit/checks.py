@@ -330,3 +330,78 @@ def check_ckaad_discriminator_loss(student_fn: Callable) -> None:
                                                    s_recon=levels(scale=3.0, sign=0), gamma=0.2, margin=3.0)),
     ]
     run_cases("check_ckaad_discriminator_loss", student_fn, reference, cases, rtol=1e-5, atol=1e-6)
+
+
+def check_meta_gradient(student_fn: Callable) -> None:
+    """Notebook 08: ``maml_gradient(theta, support_loss, query_loss, beta)`` - the gradient with respect to
+    theta of query_loss(theta - beta * grad support_loss(theta)) (AHL's eqs. 1-2, one inner step), where
+    the losses are functions of a parameter vector [C] returning a scalar. It must keep the inner gradient
+    in the graph: on a loss with curvature the answer is (I - beta H) grad query_loss(theta').
+    Reference: :func:`adlkit.methods.ahl.adapt` with ``create_graph=True``."""
+    import torch
+
+    from .methods.ahl import adapt
+
+    def reference(theta, support_loss, query_loss, beta):
+        theta = theta.detach().clone().requires_grad_(True)
+        adapted = adapt(theta[None], lambda th, _: support_loss(th[0]).reshape(1), [None], beta, create_graph=True)
+        return torch.autograd.grad(query_loss(adapted[0]), theta)[0]
+
+    g = torch.Generator().manual_seed(11)
+    A = torch.randn(5, 5, generator=g)
+    H = A @ A.T + torch.eye(5)
+    b, q = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    f = torch.randn(12, 4, 4, generator=g)  # 12 images x 4 patches x 4 channels (theta: 4 weights + a bias)
+    y = torch.tensor([0.0] * 6 + [1.0] * 6)
+
+    def quadratic(theta):
+        return 0.5 * theta @ H @ theta - b @ theta
+
+    def query(theta):
+        return ((theta - q) ** 2).sum()
+
+    def dev_loss(theta):  # DevNet's head and deviation loss (no reference draws: mu = 0, sigma = 1)
+        s = (f @ theta[:4] + theta[4]).abs().topk(1, dim=1).values.mean(1)
+        return ((1 - y) * s.abs() + y * (5 - s).clamp_min(0)).sum()
+
+    def theta(seed):
+        return torch.randn(5, generator=torch.Generator().manual_seed(seed))
+
+    cases = [
+        ("quadratic support, quadratic query (the Hessian matters)",
+         dict(theta=theta(0), support_loss=quadratic, query_loss=query, beta=0.05)),
+        ("beta = 0 (no adaptation: the query gradient at theta)",
+         dict(theta=theta(1), support_loss=quadratic, query_loss=query, beta=0.0)),
+        ("DevNet's head on both sets (piecewise linear: no Hessian term)",
+         dict(theta=theta(2), support_loss=dev_loss, query_loss=dev_loss, beta=0.01)),
+    ]
+    run_cases("check_meta_gradient", student_fn, reference, cases, rtol=1e-4, atol=1e-5)
+
+
+def check_importance_weights(student_fn: Callable) -> None:
+    """Notebook 08: ``importance_weights(predicted, y, c, keep, margin)`` -> w [T], AHL's eqs. 6-7:
+    r_i = mean over the samples j with keep[j, i] of c[j, i] (clip(predicted[j, i] / margin, 0, 1) - y_j)^2,
+    w = softmax(-r). Reference: :func:`adlkit.methods.ahl.importance_weights`."""
+    import torch
+
+    from .methods.ahl import importance_weights
+
+    def reference(predicted, y, c, keep, margin):
+        return importance_weights(predicted, y, c, keep, margin)[0]
+
+    g = torch.Generator().manual_seed(5)
+    y = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    rand = torch.rand(6, 4, generator=g) * 8
+    ones = torch.ones(6, 4)
+    keep_all = torch.ones(6, 4, dtype=torch.bool)
+    keep_some = torch.rand(6, 4, generator=g) > 0.3
+    keep_some[0] = True  # every task keeps a sample
+    c = torch.where(torch.rand(6, 4, generator=g) > 0.5, 1.0, 0.5)
+    perfect = torch.stack([torch.tensor([0.0, 0, 0, 5, 6, 9])] * 4, 1)
+    cases = [
+        ("every model perfect (r = 0: uniform w)", dict(predicted=perfect, y=y, c=ones, keep=keep_all, margin=5.0)),
+        ("random predictions, all samples, c = 1", dict(predicted=rand, y=y, c=ones, keep=keep_all, margin=5.0)),
+        ("scores past the margin are clipped", dict(predicted=rand * 3, y=y, c=ones, keep=keep_all, margin=5.0)),
+        ("c weights and samples left out of D'_i", dict(predicted=rand, y=y, c=c, keep=keep_some, margin=5.0)),
+    ]
+    run_cases("check_importance_weights", student_fn, reference, cases)

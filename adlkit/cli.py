@@ -548,6 +548,9 @@ def _cmd_run_ahl(args) -> int:
                 "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
         for row in rows:
             row.update({k: v for k, v in r["rows"][row["ablation"]].items() if k.endswith(METRIC_SUFFIXES)}, **info)
+            model = r["models"].get(row["ablation"])
+            if row["ablation"].startswith("AHL") and model is not None:  # the meta-training loss it ended on
+                row["meta_loss"] = model["history"]["query_loss"][-1]
             if row["ablation"] == "AHL":
                 row["w"] = r["models"]["AHL"]["w"].tolist()
         if out is not None:
