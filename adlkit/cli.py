@@ -429,10 +429,40 @@ def _fmt_mean(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v.mean():.3f}"
 
 
+def _hard_means(rows: list[dict]) -> list[dict]:
+    """AHL's hard setting is reported as the mean over the seen classes: for every run of the hard setting
+    that was made with two or more seen classes, one extra row per seed with ``seen_class="mean"`` and
+    each metric averaged over the seen classes."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    groups = defaultdict(list)
+    for r in rows:
+        if r.get("open_set") == "hard" and r.get("seen_class") not in (None, "mean"):
+            config = {k: v for k, v in (r.get("config") or {}).items()}
+            key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS if k != "seen_class"}, "seed": r.get("seed"),
+                              "config": config}, sort_keys=True, default=str)
+            groups[key].append(r)
+    means = []
+    for rs in groups.values():
+        if len({r["seen_class"] for r in rs}) < 2:
+            continue
+        metrics = {k for r in rs for k in r if k.endswith(METRIC_SUFFIXES)}
+        means.append({**rs[0], "seen_class": "mean",
+                      **{m: float(np.mean([r[m] for r in rs if r.get(m) is not None])) for m in metrics
+                         if all(r.get(m) is not None for r in rs)}})
+    return means
+
+
 def collect_rows(rows: list[dict]) -> list[dict]:
     """One line per distinct setting (every field in RUN_FIELDS plus the config without its seed), with
-    every metric present as mean ± std over seeds and the number of seeds ``n``."""
+    every metric present as mean ± std over seeds and the number of seeds ``n``. AHL's hard setting also
+    gets a line per setting with ``seen_class="mean"``: per seed the mean over the seen classes, then
+    mean ± std over seeds (how the paper reports it)."""
     from collections import defaultdict
+
+    rows = rows + _hard_means(rows)
 
     # Config fields every run of a method has: a field added in a later version (absent from older result
     # files) does not split runs made with its default behaviour; a non-default value is in "setting" too.

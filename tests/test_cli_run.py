@@ -67,8 +67,10 @@ def test_shard_runs_its_slice_writes_results_and_collect_merges(small_root, tmp_
     assert row["weights"].startswith("imagenet") and row["train_backbone"] is False
     assert row["ablation"] == "ADL (+ segmentation)" and row["maps_from"] == "segmentation head"
     assert row["n_contaminated"] == 1 and row["n_test"] == _n_test(small_root) - 1  # floor(0.1 / 0.9 * 12) = 1
-    assert set(cli.RUN_FIELDS) | {"seed", "config", "weights", "maps_from", "device", "train_seconds", "wall_seconds",
-                                  "n_contaminated", "n_test", "commit"} <= set(row)
+    open_set_only = {"open_set", "seen_class"}  # AHL's fields: ADL's rows are as they were
+    assert set(cli.RUN_FIELDS) - open_set_only | {"seed", "config", "weights", "maps_from", "device", "train_seconds",
+                                                  "wall_seconds", "n_contaminated", "n_test", "commit"} <= set(row)
+    assert not open_set_only & set(row)
     capsys.readouterr()
     assert cli.main(args) == 2  # never overwrites results without --overwrite
     err = capsys.readouterr().err
@@ -391,3 +393,21 @@ def test_run_ahl_rows_per_setting_resume_and_errors(small_root, tmp_path, capsys
     assert cli.main([*base, "--out", str(out)]) == 2  # an existing --out
     assert cli.main(["run", "ahl", "--data", "elpv", "--category", "x", *AHL_FAST]) == 2
     assert "ELPV has no categories" in capsys.readouterr().err
+
+
+def test_collect_adds_the_hard_settings_mean_over_seen_classes():
+    def row(seen, seed, auroc, ablation="AHL"):
+        return {"method": "ahl", "variant": "paper", "ablation": ablation, "setting": "", "dataset": "elpv",
+                "category": "elpv", "contamination": 0.0, "shots": 10, "leaky": False, "train_backbone": False,
+                "backbone": "efficientnet_lite0", "image_size": 256, "texture_source": None, "open_set": "hard",
+                "seen_class": seen, "seed": seed, "config": {"seed": seed, "epochs": 30}, "image_AUROC": auroc}
+
+    rows = [row("mono", 0, 0.70), row("poly", 0, 0.80), row("mono", 1, 0.60), row("poly", 1, 0.80),
+            row("mono", 0, 0.5, "DevNet")]  # one seen class only: no mean line for DevNet
+    table = cli.collect_rows(rows)
+    lines = {(t["ablation"], t["seen_class"]): t for t in table}
+    assert lines["AHL", "mean"]["image_AUROC"] == "0.725 ± 0.025" and lines["AHL", "mean"]["n"] == 2
+    assert lines["AHL", "mono"]["image_AUROC"] == "0.650 ± 0.050"
+    assert ("DevNet", "mean") not in lines
+    general = [dict(r, open_set="general", seen_class=None) for r in rows[:2]]
+    assert all(t.get("seen_class") != "mean" for t in cli.collect_rows(general))
