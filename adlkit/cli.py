@@ -527,7 +527,8 @@ def _cmd_run_ahl(args) -> int:
 
     out, done = _output_file(args)
     device = torch.device(args.device) if args.device else cfg_mod.device()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs}
+    changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
+               "variant": args.variant}
     base = dataclasses.replace(AHLConfig(), **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(AHLConfig, args.set)
     base = dataclasses.replace(base, **settings)
@@ -557,7 +558,7 @@ def _cmd_run_ahl(args) -> int:
     banks = {}
     for cat, train, test, setting, shots, seen_class, seed in grid:
         config = dataclasses.replace(base, seed=seed)
-        common = {"method": "ahl", "variant": "paper",
+        common = {"method": "ahl", "variant": config.variant,
                   "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
                   "dataset": "synthetic (20 anomalies per type)" if args.data == "synthetic" else args.data,
                   "category": cat, "contamination": 0.0, "shots": shots, "leaky": False, "train_backbone": False,
@@ -705,6 +706,8 @@ def _add_ahl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[10], help="labelled anomalies M (the paper: 10 and 1)")
     p.add_argument("--seen-class", nargs="+", help="hard: the seen anomaly type(s), or all (default: all)")
     p.add_argument("--epochs", type=int, help="meta-training epochs (default 30)")
+    p.add_argument("--variant", choices=["paper", "authors"], help="authors: the official code's training "
+                                                                   "(adlkit.methods.ahl.AUTHORS_VARIANT)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any AHLConfig field, e.g. --set inner_lr=1e-4")
 
 

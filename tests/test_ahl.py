@@ -134,3 +134,50 @@ def test_importance_weights_sum_to_one_and_fall_as_the_error_rises():
     _, r2 = ahl.importance_weights(predicted, y, c, keep, margin=5.0)
     assert r2[2] == pytest.approx(float((manual[1] + manual[2] + 0.5 * manual[3]) / 3))
     assert torch.allclose(torch.softmax(-r2, 0), ahl.importance_weights(predicted, y, c, keep)[0])
+
+
+AUTHORS = dataclasses.replace(CFG, variant="authors", authors_inner_steps=2, authors_query_batches=2)
+
+
+def test_authors_variant_tasks_use_list_prefixes_shared_shots_and_one_generator():
+    normal, _ = _normal()
+    ep = ahl.hadg(normal, n_shots=6, config=AUTHORS, seed=0)
+    n = ep.n_normal
+    for t, (a, b) in enumerate(ep.pairs):
+        assert ep.generators[t][0] == ep.generators[t][1]
+        s_half, q_half = ep.shot_halves[t]
+        assert len(set(s_half) & set(q_half)) == 2 and len(q_half) == 3 + 2  # the other half + two support shots
+        for which, cluster in (("support", a), ("query", b)):
+            sets = ep.support if which == "support" else ep.query
+            normals = sets[ahl.NORMAL][0][t, :sets[ahl.NORMAL][1][t]].tolist()
+            pseudo = sets[ahl.PSEUDO][0][t, :sets[ahl.PSEUDO][1][t]].tolist()
+            origin = sorted(normals + [(j - n) % n for j in pseudo])
+            assert origin == list(range((ep.clusters == cluster).sum()))  # the first n images, not the members
+
+
+def test_authors_importance_weights_groups_and_counts():
+    predicted = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]])
+    y = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    group = torch.tensor([ahl.NORMAL, ahl.SEEN, ahl.PSEUDO, ahl.SEEN])
+    sets = [torch.tensor([0, 1, 2]), torch.tensor([0, 3])]
+    w, r = ahl.importance_weights_authors(predicted, y, group, sets)
+    # model 0: normal err 0 + 0 over 2; seen (0)^2 in set 0, (0.5)^2 in set 1, over 2; pseudo 0 over 1
+    assert r[0] == pytest.approx(0.5 * 0 + 0.5 * 0 + (0 + 0.25) / 2)
+    # model 1: normal 1 + 1 over 2; seen 1 + 0 over 2; pseudo 0
+    assert r[1] == pytest.approx(0.5 * 2 / 2 + (1 + 0) / 2)
+    assert torch.allclose(w, torch.softmax(-r, 0)) and w[0] > w[1]
+
+
+def test_authors_variant_makes_one_outer_step_per_epoch_and_never_the_last():
+    normal, _ = _normal()
+    shots = torch.arange(4)
+    bank = ahl.FeatureBank(normal, normal.unsqueeze(0).expand(3, -1, -1, -1, -1) + 1.0, normal[:8] + 2.0,
+                           [str(i) for i in range(8)])
+    theta0 = ahl.init_theta(8, 0)
+    one = ahl.train_ahl(dataclasses.replace(AUTHORS, epochs=1), bank, shots, theta0=theta0)
+    assert torch.equal(one["theta_g"], theta0)  # the first epoch's gradient waits for an epoch that never comes
+    two = ahl.train_ahl(dataclasses.replace(AUTHORS, epochs=2), bank, shots, theta0=theta0)
+    step = (two["theta_g"] - theta0).abs()
+    assert 0 < step.max() <= AUTHORS.outer_lr * 1.01  # one Adam step: at most lr per weight
+    paper = ahl.train_ahl(dataclasses.replace(CFG, epochs=2), bank, shots, theta0=theta0)
+    assert (paper["theta_g"] - theta0).abs().max() > step.max()  # the paper's loop: steps_per_epoch steps

@@ -14,7 +14,7 @@ types it never saw. DevNet fits the seen anomalies' distribution; AHL instead le
   T = C(C - 1): support normals from cluster a, query normals from cluster b; the seen anomalies split in
   disjoint halves; pseudo-anomalies (CutMix, CutPaste, Perlin) from a different generator in support and
   query; each normal swapped for its pseudo-anomalous copy with probability 0.5.
-* CDL (section 3.3): theta_i = theta_g - beta grad L(D_i^s; theta_g)                         (eq. 1)
+* CDL (section 3.3): theta_i = theta_g - beta grad L(D_i^s; theta_g), L the batch mean of l_dev (eq. 1)
   theta_g <- Adam on sum_i w_i L(D_i^q; theta_i(theta_g)), the gradient through the inner steps
                                                                                             (eqs. 2-4)
 * importance (eqs. 5-7): a BiLSTM psi predicts each query sample's next scores under the T adapted models
@@ -48,8 +48,9 @@ from torch import nn
 from .. import metrics
 from ..losses import deviation_loss, reference_stats, top_k_mean
 
-__all__ = ["ABLATIONS", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt", "build_features",
-           "devnet_loss", "fit", "hadg", "importance_weights", "meta_step", "phi_scores", "run_ahl", "score",
+__all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt", "build_features",
+           "devnet_loss", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
+           "meta_step_authors", "phi_scores", "run_ahl", "score",
            "tokens", "train_ahl", "train_devnet"]
 
 GENERATORS = ("cutmix", "cutpaste", "perlin")
@@ -75,9 +76,7 @@ class AHLConfig:
     # CDL
     init: str = "devnet"  # theta_g starts from the DevNet baseline's weights (the paper builds AHL on a trained
     # DevNet); "random": PyTorch's default initialisation
-    inner_lr: float = 2e-5  # beta (SGD on the summed l_dev, eq. 1). The paper's 2e-4 moves a head on frozen Lite0
-    # tokens further than theta_g's own size in 3 steps: the meta-training query loss stays 3x higher and theta_g's
-    # own scores invert (notebook 08); 2e-5 trains to the loss of beta = 0 (chosen on the training loss)
+    inner_lr: float = 2e-4  # beta: SGD on the batch-mean l_dev (eq. 1; DevNet's loss is a mean in the official code)
     inner_steps: int = 3  # adaptation steps from theta_g per meta-iteration
     second_order: bool = False  # the graph of the inner steps: the head is piecewise linear (zero Hessian), so
     # the first-order meta-gradient is exact here (tested) and twice as fast; True for a head with curvature
@@ -93,9 +92,14 @@ class AHLConfig:
     psi_steps: int = 50  # full-batch Adam steps on psi per epoch
     c_unseen: float = 1.0  # c_j of eq. 6 for anomalies phi_i did not train on
     c_seen: float = 0.5  # ... and for everything else
+    variant: str = "paper"  # "authors": the official code's training (AUTHORS_VARIANT below)
+    authors_inner_steps: int = 40  # "authors": first-order steps after the one second-order step
+    authors_query_batches: int = 20  # "authors": query batches whose losses are summed
     seed: int = 0
 
     def __post_init__(self):
+        if self.variant not in ("paper", "authors"):
+            raise ValueError(f"variant must be 'paper' or 'authors'; got {self.variant!r}")
         if self.init not in ("devnet", "random"):
             raise ValueError(f"init must be 'devnet' or 'random'; got {self.init!r}")
         if self.n_clusters < 2:
@@ -108,6 +112,19 @@ class AHLConfig:
     @property
     def n_tasks(self) -> int:
         return self.n_clusters * (self.n_clusters - 1)
+
+
+AUTHORS_VARIANT = """What ``variant="authors"`` changes (the official code, github.com/mala-lab/AHL, main.py):
+1. a "cluster" of n images is the first n normal images of the list, not the cluster's members (nested sets);
+2. the query's seen anomalies are the other half plus two of the support's, and support and query use the
+   same pseudo-anomaly generator;
+3. adaptation: one step from theta_g with its graph, then ``authors_inner_steps`` first-order steps; the
+   query loss is summed over ``authors_query_batches`` batches and weighted (0.5 + 0.5 w_i) once psi is
+   trained (1/T before);
+4. eq. 6 on raw scores: r_i = 0.5 e_normal + 0.5 e_pseudo + 1.0 e_seen, each e the per-query-set MSE means
+   summed over the sets and divided by the group's total count; nothing excluded;
+5. one outer Adam step per epoch, made at the start of the next epoch (the last epoch's is never made), the
+   gradient clipped to norm 1, StepLR (x 0.1 every 10 epochs)."""
 
 
 ABLATIONS = {  # the rows one run reports (same features, same episodes' data)
@@ -318,8 +335,12 @@ def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Ep
     gens = [gen_pairs[order[i % len(gen_pairs)]] for i in range(len(pairs))]
     first_shot = n * (1 + len(GENERATORS))
 
+    authors = config.variant == "authors"
+
     def one_set(cluster: int, generator: int, shots: list[int]) -> list[list[int]]:
         members = np.flatnonzero(clusters == cluster)
+        if authors:  # the code's bug: the first n images of the list, n the cluster's size
+            members = np.arange(len(members))
         swap = rng.random(len(members)) < config.swap_probability
         if swap.all():  # keep both groups non-empty (a balanced batch needs both)
             swap[0] = False
@@ -332,9 +353,13 @@ def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Ep
     for (a, b), (gs, gq) in zip(pairs, gens):
         perm = rng.permutation(n_shots).tolist()
         half_s, half_q = (perm, perm) if n_shots == 1 else (perm[:n_shots // 2], perm[n_shots // 2:])
+        if authors:  # the query also gets two of the support's shots; one generator for both sets
+            half_q = list(dict.fromkeys(half_q + half_s[:2]))
+            gq = gs
         support.append(one_set(a, gs, sorted(half_s)))
         query.append(one_set(b, gq, sorted(half_q)))
         halves.append((sorted(half_s), sorted(half_q)))
+        gens[len(halves) - 1] = (gs, gq)
     return Episodes([_padded([s[k] for s in support]) for k in range(3)],
                     [_padded([q[k] for q in query]) for k in range(3)], pairs,
                     [(GENERATORS[a], GENERATORS[b]) for a, b in gens], clusters, halves, n, n_shots)
@@ -390,13 +415,52 @@ def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: 
 
     def loss_fn(theta, batch):
         idx, y = batch
-        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).sum(1)  # eq. 1: sum
+        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)  # eq. 1
 
     supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.inner_steps)]
     theta_i = adapt(theta_g.expand(T, -1), loss_fn, supports, config.inner_lr, create_graph=config.second_order)
     idx, y = sample_balanced(episodes.query, config.batch_size, gen)
     l_q = devnet_loss(phi_scores(theta_i, bank[idx], config.topk_ratio), y, config, gen).mean(1)  # [T]
     return (w * l_q).sum(), l_q, theta_i
+
+
+def meta_step_authors(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, weights: torch.Tensor,
+                      config: AHLConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The official code's meta-iteration (``AUTHORS_VARIANT`` 3): one adaptation step from theta_g with its
+    graph, ``authors_inner_steps`` first-order steps, then the query loss summed over
+    ``authors_query_batches`` batches, weighted by ``weights``."""
+    T = episodes.n_tasks
+
+    def loss_fn(theta, batch):
+        idx, y = batch
+        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)
+
+    def batches(sets, n):
+        return [sample_balanced(sets, config.batch_size, gen) for _ in range(n)]
+
+    theta_i = adapt(theta_g.expand(T, -1), loss_fn, batches(episodes.support, 1), config.inner_lr, create_graph=True)
+    theta_i = adapt(theta_i, loss_fn, batches(episodes.support, config.authors_inner_steps), config.inner_lr,
+                    create_graph=False)
+    l_q = sum(loss_fn(theta_i, b) for b in batches(episodes.query, config.authors_query_batches))  # [T]
+    return (weights * l_q).sum(), l_q, theta_i
+
+
+def importance_weights_authors(predicted: torch.Tensor, y: torch.Tensor, group: torch.Tensor,
+                               sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``AUTHORS_VARIANT`` 4: r_i = 0.5 e_normal + 0.5 e_pseudo + 1.0 e_seen on raw scores, where e_g sums the
+    MSE of group g within each query set (``sets``: rows of ``predicted`` [J, T]) and divides by the group's
+    total count; w = softmax(-r). ``group`` [J]: NORMAL, SEEN or PSEUDO."""
+    T = predicted.shape[1]
+    err = {g: torch.zeros(T, device=predicted.device) for g in (NORMAL, SEEN, PSEUDO)}
+    count = dict.fromkeys(err, 0)
+    for rows in sets:
+        for g in err:
+            sel = rows[group[rows] == g]
+            if len(sel):
+                err[g] += ((predicted[sel] - y[sel, None]) ** 2).mean(0)
+                count[g] += len(sel)
+    r = sum(c * err[g] / max(count[g], 1) for g, c in ((NORMAL, 0.5), (PSEUDO, 0.5), (SEEN, 1.0)))
+    return torch.softmax(-r, dim=0), r
 
 
 def _bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
@@ -444,13 +508,30 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
         for j, k in where.items():
             if j >= episodes.n_normal and j not in support:
                 c[k, t] = config.c_unseen
+    authors = config.variant == "authors"
+    if authors:  # AUTHORS_VARIANT 4-5: the query sets as rows of the pool, their groups; StepLR
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.1)
+        first_pseudo, first_shot = episodes.n_normal, episodes.n_normal * (1 + len(GENERATORS))
+        group = torch.where(pool_t >= first_shot, SEEN, torch.where(pool_t >= first_pseudo, PSEUDO, NORMAL))
+        sets = [torch.tensor([where[j] for j in episodes.members("query", t)], device=device) for t in range(T)]
+    psi_ready = False
     w = torch.full((T,), 1 / T, device=device)
     past: list[torch.Tensor] = []  # scores of the pool under the adapted models, one [J, T] per epoch
     history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "seconds": 0.0}
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
         losses = torch.zeros(T, device=device)
-        for _ in range(config.steps_per_epoch):
+        if authors:  # one outer step per epoch: last epoch's gradient, applied now (the last one never)
+            opt.step()
+            sched.step()
+            weights = 0.5 + 0.5 * w if psi_ready else torch.full((T,), 1 / T, device=device)
+            loss, l_q, theta_i = meta_step_authors(theta_g, bank, episodes, weights, config, gen)
+            check_finite(loss, f"epoch {epoch}", f"lower inner_lr (now {config.inner_lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([theta_g], 1.0)
+            losses += l_q.detach() * config.steps_per_epoch / config.authors_query_batches  # per batch
+        for _ in range(0 if authors else config.steps_per_epoch):
             loss, l_q, theta_i = meta_step(theta_g, bank, episodes, w, config, gen)
             check_finite(loss, f"epoch {epoch}", f"lower outer_lr (now {config.outer_lr}) or inner_lr")
             opt.zero_grad(set_to_none=True)
@@ -472,8 +553,10 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
                 psi_opt.step()
             mse = float(mse_t.detach())
             with torch.no_grad():  # eqs. 6-7 on psi's prediction of the next epoch
-                w, r = importance_weights(psi(torch.stack(past[-config.history_k:], 1)), y_pool, c, keep,
-                                          config.margin)
+                predicted = psi(torch.stack(past[-config.history_k:], 1))
+                w, r = (importance_weights_authors(predicted, y_pool, group, sets) if authors else
+                        importance_weights(predicted, y_pool, c, keep, config.margin))
+            psi_ready = True
         past = past[-config.history_k - 1:]
         history["epoch"].append(epoch)
         history["query_loss"].append(float(losses.mean()) / config.steps_per_epoch)
