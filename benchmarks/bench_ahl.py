@@ -37,7 +37,7 @@ from adlkit.synth import PseudoAnomaly, cutmix, cutpaste
 N_NORMAL, N_SHOTS, N_TEST, SIZE, TOKENS, CHANNELS = 1131, 10, 1092, 256, 64, 320  # ELPV, open-set protocol
 
 
-def _bank(seed: int = 0) -> ahl.FeatureBank:
+def _random_bank(seed: int = 0) -> ahl.FeatureBank:
     g = torch.Generator().manual_seed(seed)
     side = int(TOKENS ** 0.5)
     return ahl.FeatureBank(torch.randn(N_NORMAL, CHANNELS, side, side, generator=g),
@@ -71,9 +71,9 @@ def main() -> None:
     parser.add_argument("--no-run", action="store_true", help="skip the whole-run measurement (3)")
     args = parser.parse_args()
     config = ahl.AHLConfig()
-    bank = _bank()
+    bank = _random_bank()
     shots = torch.arange(N_SHOTS)
-    tokens = ahl._bank(bank, shots)
+    tokens = ahl.token_bank(bank, shots)
     episodes = ahl.hadg(bank.normal, N_SHOTS, config, seed=0)
     w = torch.full((episodes.n_tasks,), 1 / episodes.n_tasks)
     singles = [_one_task(episodes, t) for t in range(episodes.n_tasks)]

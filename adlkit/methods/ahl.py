@@ -51,7 +51,7 @@ from ..losses import deviation_loss, reference_stats, top_k_mean
 __all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt", "build_features",
            "devnet_loss", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
            "meta_step_authors", "phi_scores", "run_ahl", "score",
-           "tokens", "train_ahl", "train_devnet"]
+           "token_bank", "tokens", "train_ahl", "train_devnet"]
 
 GENERATORS = ("cutmix", "cutpaste", "perlin")
 NORMAL, SEEN, PSEUDO = 0, 1, 2  # sample groups of a balanced batch (1/3 each)
@@ -463,7 +463,7 @@ def importance_weights_authors(predicted: torch.Tensor, y: torch.Tensor, group: 
     return torch.softmax(-r, dim=0), r
 
 
-def _bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
+def token_bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
     """The episodes' index space as patch tokens [N (1 + G) + M, P, C]: normals, copies, seen anomalies.
 
     Kept in half precision (as the disk cache): a training step gathers about 1,000 maps from it, and
@@ -481,7 +481,7 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
 
     gen = torch.Generator().manual_seed(config.seed)
     episodes = hadg(features.normal, len(shots), config, config.seed)
-    bank = _bank(features, shots)
+    bank = token_bank(features, shots)
     T, device = episodes.n_tasks, bank.device
     if theta0 is None:
         theta0 = (train_devnet(config, features, shots)["theta"] if config.init == "devnet"
@@ -576,7 +576,7 @@ def train_devnet(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, 
     anomalies; with ``pseudo``, thirds: normal, seen, pseudo-anomalies of every generator), as many
     parameter updates as AHL's outer steps."""
     gen = torch.Generator().manual_seed(config.seed)
-    bank = _bank(features, shots)
+    bank = token_bank(features, shots)
     n = len(features.normal)
     groups = [list(range(n)), list(range(n * (1 + len(GENERATORS)), len(bank)))]
     if pseudo:
