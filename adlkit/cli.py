@@ -440,9 +440,8 @@ def _hard_means(rows: list[dict]) -> list[dict]:
     groups = defaultdict(list)
     for r in rows:
         if r.get("open_set") == "hard" and r.get("seen_class") not in (None, "mean"):
-            config = {k: v for k, v in (r.get("config") or {}).items()}
             key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS if k != "seen_class"}, "seed": r.get("seed"),
-                              "config": config}, sort_keys=True, default=str)
+                              "config": r.get("config")}, sort_keys=True, default=str)
             groups[key].append(r)
     means = []
     for rs in groups.values():

@@ -19,3 +19,12 @@ def best_time(fns: dict, rounds: int) -> tuple[dict, dict]:
             if wall < best[key]:
                 best[key], share[key] = wall, (time.process_time() - c0) / wall
     return best, share
+
+
+def print_wall(t_start: float) -> None:
+    """The closing line of a benchmark: its wall and CPU time, and the load it ran under."""
+    import os
+
+    wall = time.perf_counter() - t_start
+    print(f"\nbenchmark wall time: {wall:.0f} s, CPU time {time.process_time():.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

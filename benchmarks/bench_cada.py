@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 import torch
-from _timing import best_time  # benchmarks/ is on sys.path when a script runs
+from _timing import best_time, print_wall  # benchmarks/ is on sys.path when a script runs
 from scipy import ndimage
 from torchvision.transforms.v2 import functional as TF
 
@@ -205,9 +205,7 @@ def main(argv=None):
               f"{maps_s:7.1f}s {total:6.0f}s {100 * total / BUDGET:6.0f}% {int(480 / it_s):18d}")
     print(f"total = RD x {args.rd_iters} + heads + featurise + RD maps (data loading, scoring metrics and plots "
           f"not included); budget = {BUDGET // 60} min")
-    wall = time.perf_counter() - t_start
-    print(f"\nbenchmark wall time: {wall:.0f} s, CPU time {time.process_time():.0f} s; load average at the end "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print_wall(t_start)
 
 
 if __name__ == "__main__":

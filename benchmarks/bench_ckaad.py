@@ -45,7 +45,7 @@ import os
 import time
 
 import torch
-from _timing import best_time  # benchmarks/ is on sys.path when a script runs
+from _timing import best_time, print_wall  # benchmarks/ is on sys.path when a script runs
 
 from adlkit import metrics
 from adlkit.methods import adl, ckaad
@@ -254,9 +254,7 @@ def main(argv=None):
               f"({int((FIT - feat - rebank - score) / per_step)} if each row rebuilds its warp bank, as prepare_data "
               f"does now: +{rebank:.0f} s); {per_step:.2f} s per step of all {runs} runs ({shares}); "
               f"metrics of the {runs} runs {metric_s[t]:.0f} s")
-    wall = time.perf_counter() - t_start
-    print(f"\nbenchmark wall time: {wall:.0f} s, CPU time {time.process_time():.0f} s; load average at the end "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print_wall(t_start)
 
 
 if __name__ == "__main__":

@@ -48,10 +48,11 @@ from torch import nn
 from .. import metrics
 from ..losses import deviation_loss, reference_stats, top_k_mean
 
-__all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt", "build_features",
+__all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt",
+           "build_features",
            "devnet_loss", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
            "meta_step_authors", "phi_scores", "run_ahl", "score",
-           "token_bank", "tokens", "train_ahl", "train_devnet"]
+           "task_losses", "token_bank", "tokens", "train_ahl", "train_devnet"]
 
 GENERATORS = ("cutmix", "cutpaste", "perlin")
 NORMAL, SEEN, PSEUDO = 0, 1, 2  # sample groups of a balanced batch (1/3 each)
@@ -266,6 +267,17 @@ def devnet_loss(s: torch.Tensor, y: torch.Tensor, config: AHLConfig, gen: torch.
     return deviation_loss((s - mu) / sigma, y, config.margin)
 
 
+def task_losses(bank: torch.Tensor, config: AHLConfig, gen: torch.Generator):
+    """``loss_fn(theta [T, C + 1], (indices [T, B], labels [T, B])) -> [T]``: each task's batch-mean l_dev
+    under its own model (eq. 1's L, DevNet's mean as in the official code), for :func:`adapt`."""
+
+    def loss_fn(theta, batch):
+        idx, y = batch
+        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)
+
+    return loss_fn
+
+
 def adapt(theta_g: torch.Tensor, loss_fn, batches, beta: float, create_graph: bool = True) -> torch.Tensor:
     """Eq. 1, repeated: theta <- theta - beta grad loss_fn(theta, batch) for each batch, from theta_g.
 
@@ -412,11 +424,7 @@ def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: 
     w-weighted mean query loss of the adapted models. Returns (L_cdl, query losses [T], theta_i [T, C + 1]);
     L_cdl.backward() puts the meta-gradient in theta_g.grad."""
     T = episodes.n_tasks
-
-    def loss_fn(theta, batch):
-        idx, y = batch
-        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)  # eq. 1
-
+    loss_fn = task_losses(bank, config, gen)
     supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.inner_steps)]
     theta_i = adapt(theta_g.expand(T, -1), loss_fn, supports, config.inner_lr, create_graph=config.second_order)
     idx, y = sample_balanced(episodes.query, config.batch_size, gen)
@@ -430,10 +438,7 @@ def meta_step_authors(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episo
     graph, ``authors_inner_steps`` first-order steps, then the query loss summed over
     ``authors_query_batches`` batches, weighted by ``weights``."""
     T = episodes.n_tasks
-
-    def loss_fn(theta, batch):
-        idx, y = batch
-        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)
+    loss_fn = task_losses(bank, config, gen)
 
     def batches(sets, n):
         return [sample_balanced(sets, config.batch_size, gen) for _ in range(n)]
