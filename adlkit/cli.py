@@ -12,6 +12,8 @@
 * ``run ckaad --category tile --ablation recon +patch both ...`` - CKAAD, one model per class, row and seed.
 * ``run ahl --data elpv --setting general hard --shots 10 1 --seen-class all --seed 0 1 2`` - AHL and its DevNet
   baselines in the open-set setting, one run per category x setting x shots x seen class x seed.
+* ``run knn --all-categories --contamination 0 0.1 --seed 0 1 2`` - the PatchCore-style kNN baseline (nothing
+  trained); ``--unified`` builds one bank for all the categories mixed; ``--data elpv`` adds the hard setting's rows.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -115,7 +117,7 @@ def _dataset_root(spec: str, image_size: int) -> Path:
     kind, _, path = spec.partition(":")
     if kind in ("mvtec", "folder") and path:
         return Path(path).expanduser()
-    raise ValueError(f"--data must be 'synthetic', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
+    raise ValueError(f"--data must be 'synthetic', 'elpv', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
 
 
 def _parse_value(name: str, text: str, default):
@@ -181,6 +183,8 @@ def _cmd_run(args) -> int:
         return _cmd_run_cada(args)
     if args.method == "ckaad":
         return _cmd_run_ckaad(args)
+    if args.method == "knn":
+        return _cmd_run_knn(args)
     import dataclasses
     import time
 
@@ -188,17 +192,16 @@ def _cmd_run(args) -> int:
 
     from . import config as cfg_mod
     from . import training
-    from .data import MVTecLike
     from .methods.adl import ADLConfig, run_contaminated
     from .methods.multicue import MultiCueConfig, run_multicue
     from .synth import PseudoAnomaly
 
     config_class = MultiCueConfig if args.method == "multicue" else ADLConfig
     out, done = _output_file(args)
-    root, cats = _categories(args)
+    data = {c: (train, test) for c, train, test in _datasets(args)}
     rows = args.ablation or [None]
     shot_grid = getattr(args, "shots", None) or [0]
-    grid = [(c, e, s, a, k) for c in cats for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
+    grid = [(c, e, s, a, k) for c in data for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
     if args.shard:
         i, n = args.shard
         grid = grid[i::n]
@@ -232,7 +235,7 @@ def _cmd_run(args) -> int:
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
-        train, test = MVTecLike(root, cat, "train", config.image_size), MVTecLike(root, cat, "test", config.image_size)
+        train, test = data[cat]
         tag = f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
         tag += f"_shots{shots}" if args.method == "multicue" else ""
         ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}{tag}" if args.checkpoint else None
@@ -272,6 +275,21 @@ def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
     if missing:
         raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
     return root, cats
+
+
+def _datasets(args) -> list[tuple[str, object, object]]:
+    """(category, train, test) for every category asked for: MVTec-layout folders (the built-in synthetic set
+    too), or ELPV (``--data elpv``: its open-set protocol, normal = defect probability 0 split 75/25 once,
+    anomaly = probability 1, image labels only; see :func:`adlkit.data.elpv`)."""
+    from .data import MVTecLike, elpv
+
+    if args.data == "elpv":
+        if args.category or args.all_categories:
+            raise ValueError("ELPV has no categories: drop --category/--all-categories")
+        return [("elpv", *elpv(args.image_size, protocol="open_set"))]
+    root, cats = _categories(args)
+    return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
+            for c in cats]
 
 
 def _output_file(args) -> tuple[Path | None, list[dict]]:
@@ -372,12 +390,11 @@ def _cmd_run_ckaad(args) -> int:
 
     from . import config as cfg_mod
     from . import training
-    from .data import MVTecLike
     from .methods.ckaad import CKAADConfig, run_ckaad
     from .synth import PseudoAnomaly
 
     out, done = _output_file(args)
-    root, cats = _categories(args)
+    data = {c: (train, test) for c, train, test in _datasets(args)}
     device = torch.device(args.device) if args.device else cfg_mod.device()
     changes = {"backbone": args.backbone, "image_size": args.image_size, "steps": args.steps,
                "anomalies": args.anomalies, "shots": args.shots}
@@ -389,7 +406,7 @@ def _cmd_run_ckaad(args) -> int:
     finished = {_run_key(r) for r in done}
     _start_output(out, args)
     commit = cfg_mod.git_commit()
-    grid = [(c, s, a) for c in cats for s in args.seed for a in rows]
+    grid = [(c, s, a) for c in data for s in args.seed for a in rows]
     if args.shard:
         i, n = args.shard
         grid = grid[i::n]
@@ -406,7 +423,7 @@ def _cmd_run_ckaad(args) -> int:
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
-        train, test = MVTecLike(root, cat, "train", config.image_size), MVTecLike(root, cat, "test", config.image_size)
+        train, test = data[cat]
         ckpt = Path(args.checkpoint) / f"{cat}_s{seed}_{ablation.replace('+', 'plus')}" if args.checkpoint else None
         r = run_ckaad(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite)
         hist = r["history"]
@@ -417,6 +434,79 @@ def _cmd_run_ckaad(args) -> int:
         if out is not None:
             training.append_result(out, row)
         print(f"{name}: {_summary(row)} ({row['wall_seconds']:.0f} s on {device})", flush=True)
+    if out is not None:
+        print(f"{out} holds {len(training.read_results(out))} result(s)")
+    return 0
+
+
+def _cmd_run_knn(args) -> int:
+    """The PatchCore-style kNN baseline: one memory bank per category x contamination x seed (``--unified``:
+    one bank for all the categories mixed, scored on their mixed test set, as CADA's setting)."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from . import config as cfg_mod
+    from . import metrics, training
+    from .data import MVTecLike, anomaly_types
+    from .methods.knn import KNNConfig, run_knn
+
+    out, done = _output_file(args)
+    device = torch.device(args.device) if args.device else cfg_mod.device()
+    changes = {"backbone": args.backbone, "image_size": args.image_size, "coreset_ratio": args.coreset}
+    base = dataclasses.replace(KNNConfig(), **{k: v for k, v in changes.items() if v is not None})
+    base = dataclasses.replace(base, **config_changes(KNNConfig, args.set))
+    if args.unified:
+        root, cats = _categories(args)
+        if len(cats) < 2:
+            raise ValueError("--unified builds one bank for several categories: name two or more or pass "
+                             "--all-categories")
+        data = {"pooled": (MVTecLike(root, cats, "train", base.image_size),
+                           MVTecLike(root, cats, "test", base.image_size))}
+    else:
+        data = {c: (train, test) for c, train, test in _datasets(args)}
+    grid = [(c, e, s) for c in data for e in args.contamination for s in args.seed]
+    if args.shard:
+        i, n = args.shard
+        grid = grid[i::n]
+    finished = {_run_key(r) for r in done}
+    _start_output(out, args)
+    commit = cfg_mod.git_commit()
+    for cat, eps, seed in grid:
+        config = dataclasses.replace(base, seed=seed)
+        row = {"method": "knn", "variant": "patchcore", "ablation": "kNN", "setting": "", "dataset": args.data,
+               "category": cat, "contamination": eps, "shots": 0, "leaky": args.leaky, "train_backbone": False,
+               "backbone": config.backbone, "image_size": config.image_size, "texture_source": None,
+               "open_set": "general" if args.data == "elpv" else None, "seen_class": None, "seed": seed,
+               "config": dataclasses.asdict(config)}
+        if args.unified:
+            row["classes"] = list(cats)
+        name = f"knn {cat} contamination={eps:g} seed={seed}"
+        if _run_key(row) in finished:
+            print(f"{name}: already in {out}, skipped (--resume)")
+            continue
+        t0 = time.perf_counter()
+        train, test = data[cat]
+        r = run_knn(config, train, test, eps, device, leaky=args.leaky, progress=args.progress)
+        hist = r["history"]
+        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
+        row.update(backbone=hist["backbone"], weights=hist["weights"], device=str(device),
+                   train_seconds=round(hist["seconds"], 2), wall_seconds=round(time.perf_counter() - t0, 2),
+                   n_bank=hist["n_bank"], n_patches=hist["n_patches"],
+                   n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
+        rows = [row]
+        types = anomaly_types(r["split"].test)
+        if args.data == "elpv" and len(types) == 2:  # the open-set hard setting's test sets: the unseen type only
+            kinds = [s.defect for s in r["split"].test.samples]
+            for seen, unseen in (types, types[::-1]):
+                keep = [i for i, k in enumerate(kinds) if k in ("good", unseen)]
+                rows.append({**row, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
+                             **metrics.image_metrics(r["scores"][keep], r["labels"][keep])})
+        if out is not None:
+            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
+        print(f"{name}: {_summary(row)} (bank {hist['n_bank']:,} of {hist['n_patches']:,} patches, "
+              f"{row['wall_seconds']:.0f} s on {device})", flush=True)
     if out is not None:
         print(f"{out} holds {len(training.read_results(out))} result(s)")
     return 0
@@ -498,15 +588,11 @@ def collect_rows(rows: list[dict]) -> list[dict]:
 def _ahl_data(args) -> list[tuple[str, object, object]]:
     """(category, train, test) for ``run ahl``: ELPV's open-set protocol, or one per MVTec-layout category
     (the built-in synthetic set with 20 test anomalies per defect type, so the hard setting has some left)."""
-    from .data import MVTecLike, elpv, synthetic
+    from .data import MVTecLike, synthetic
 
-    if args.data == "elpv":
-        if args.category or args.all_categories:
-            raise ValueError("ELPV has no categories: drop --category/--all-categories (the hard setting's seen "
-                             "classes are the cell types: --seen-class mono poly, or all)")
-        return [("elpv", *elpv(args.image_size, protocol="open_set"))]
-    root = synthetic(image_size=args.image_size, n_test_per_defect=20) if args.data == "synthetic" else None
-    root, cats = _categories(args, root)
+    if args.data != "synthetic":
+        return _datasets(args)
+    root, cats = _categories(args, synthetic(image_size=args.image_size, n_test_per_defect=20))
     return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
             for c in cats]
 
@@ -630,7 +716,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_si
                         resume_help: str, out_help: str = "append each finished run to this JSON list (atomically)"
                         ) -> None:
     """The options every `run` command shares: data, categories, seeds, shard, device, output and resuming."""
-    p.add_argument("--data", default="synthetic", help="synthetic | mvtec:PATH | folder:PATH (MVTec layout)")
+    p.add_argument("--data", default="synthetic",
+                   help="synthetic | elpv (open-set protocol, image labels) | mvtec:PATH | folder:PATH (MVTec layout)")
     p.add_argument("--category", nargs="+", help=category_help)
     p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
     p.add_argument("--seed", type=int, nargs="+", default=[0])
@@ -710,6 +797,19 @@ def _add_ahl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any AHLConfig field, e.g. --set inner_lr=1e-4")
 
 
+def _add_knn_arguments(p: argparse.ArgumentParser) -> None:
+    _add_grid_arguments(p, "one or more categories (one memory bank each)", 256, "(unused: nothing is trained)",
+                        "skip the runs already in --out")
+    p.add_argument("--contamination", type=_ratio, nargs="+", default=[0.0],
+                   help="ADL's protocol: hide this share of test anomalies in the bank's training images")
+    p.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (ADL's code)")
+    p.add_argument("--coreset", type=float, help="share of patches the memory bank keeps (default 0.1; 1 = all)")
+    p.add_argument("--unified", action="store_true",
+                   help="one bank for all the categories mixed, scored on their mixed test set (CADA's setting)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any KNNConfig field, e.g. --set patch_size=5")
+    p.add_argument("--progress", action="store_true", help="print each bank's size and coreset time")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -757,6 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
     ah = method_sub.add_parser("ahl", help="AHL, anomaly heterogeneity learning in the open set (Zhu, Ding, Tian & "
                                            "Pang, CVPR 2024)")
     _add_ahl_arguments(ah)
+
+    kn = method_sub.add_parser("knn", help="the PatchCore-style kNN baseline on frozen features (Roth et al., "
+                                           "Towards Total Recall in Industrial Anomaly Detection, CVPR 2022)")
+    _add_knn_arguments(kn)
 
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")

@@ -1,0 +1,182 @@
+"""A PatchCore-style nearest-neighbour baseline on frozen features: the baseline in every table.
+
+K. Roth, L. Pemula, J. Zepeda, B. Schölkopf, T. Brox, P. Gehler, *Towards Total Recall in Industrial
+Anomaly Detection* (PatchCore), CVPR 2022. Nothing is trained:
+
+* Sec. 3.1, locally aware patch features: two mid-level feature maps of an ImageNet backbone (the paper:
+  WideResNet-50's layers 2 and 3), each averaged over a p x p neighbourhood (p = 3, stride 1), the
+  coarser one upsampled to the finer one's grid, concatenated: one feature per patch, [B, C, h, w].
+* Sec. 3.2, the memory bank M: the patch features of every normal training image, reduced by greedy
+  coreset subsampling (eq. 3's minimax facility location, solved greedily as in Algorithm 1: start from a
+  random patch, repeatedly add the patch farthest from the selected ones), on a random linear projection
+  of the features (Johnson-Lindenstrauss: distances are kept approximately, the selection is cheaper).
+  ``coreset_ratio=1.0`` keeps the whole bank.
+* Sec. 3.3, scoring: a test patch's anomaly is its distance to the nearest bank feature; the image score
+  is the largest patch anomaly (eq. 6 without its re-weighting); the map is the patch anomalies upsampled
+  to the image (bilinear) and smoothed with a Gaussian (sigma = 4 px).
+
+CPU design: features come from :func:`adlkit.methods.adl.featurize` (remembered per image, so runs on
+the same images featurise once); the coreset is one matrix-vector product per selected patch; the
+nearest-neighbour search is chunked ``torch.cdist``. Differences from the paper: the backbone defaults to
+EfficientNet-Lite0 (levels 2 and 3: 40 + 112 channels at strides 8 and 16; its ImageNet weights install
+offline), the features are not pooled to a fixed dimension, and the image score is the plain maximum.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import metrics
+from ..data import ImageDataset, cache_tensors
+from ..models import backbone as make_backbone
+from ..models.rd import gaussian_smooth
+from .adl import featurize
+
+__all__ = ["KNNConfig", "KNNModel", "patch_features", "greedy_coreset", "nearest_distances", "fit_knn",
+           "predict", "score_knn", "run_knn"]
+
+
+@dataclass
+class KNNConfig:
+    """PatchCore's settings (Sec. 4.1), with the CPU's backbone."""
+
+    backbone: str = "efficientnet_lite0"  # the paper: wide_resnet50_2 (its weights need internet)
+    pretrained: object = "auto"
+    layers: tuple = (2, 3)  # the two mid-level feature maps (the paper: WRN-50's layers 2 and 3)
+    image_size: int = 256  # the paper: 256 resized, 224 centre crop
+    patch_size: int = 3  # p: the neighbourhood each patch feature averages over (Sec. 3.1)
+    coreset_ratio: float = 0.1  # the share of patches the bank keeps (the paper: 1-25%; 1.0 = the full bank)
+    projection_dim: int = 128  # the random projection the greedy selection runs on (the paper: 128)
+    sigma: float = 4.0  # Gaussian smoothing of the upsampled maps, in pixels (the paper: 4)
+    seed: int = 0  # the projection and the coreset's first patch
+
+    def __post_init__(self):
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise ValueError(f"coreset_ratio must be in (0, 1] (1.0 = the full bank, 0.1 = 10%); got "
+                             f"{self.coreset_ratio}")
+        if self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be an odd number >= 1 (the paper: 3); got {self.patch_size}")
+        if len(tuple(self.layers)) != 2:
+            raise ValueError(f"layers must name two backbone levels, a finer and a coarser one (e.g. (2, 3)); "
+                             f"got {self.layers!r}")
+
+
+@dataclass
+class KNNModel:
+    config: KNNConfig
+    backbone: torch.nn.Module
+    bank: torch.Tensor  # [M, C] the memory bank (the coreset of the training patches)
+    history: dict
+
+
+@torch.no_grad()
+def patch_features(levels: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
+    """Sec. 3.1: two feature maps [B, C1, h, w] and [B, C2, h', w'] -> locally aware patch features
+    [B, C1 + C2, h, w] (each map averaged over a p x p neighbourhood, the coarse one upsampled)."""
+    fine, coarse = (F.avg_pool2d(f.float(), patch_size, 1, patch_size // 2) for f in levels)
+    coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([fine, coarse], 1)
+
+
+@torch.no_grad()
+def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of ceil(ratio * N) rows of ``features`` [N, C] chosen by greedy k-center selection (PatchCore's
+    Algorithm 1): after a random first row, each step adds the row farthest from all rows chosen so far,
+    measured on a random Gaussian projection to ``projection_dim`` dimensions. Seeded: the same seed, the
+    same indices. ``ratio=1.0`` returns every index."""
+    n = features.shape[0]
+    m = max(1, math.ceil(ratio * n))
+    if m >= n:
+        return torch.arange(n, device=features.device)
+    gen = torch.Generator().manual_seed(seed)
+    x = features.float()
+    if projection_dim and projection_dim < x.shape[1]:
+        proj = torch.randn(x.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
+        x = x @ proj.to(x.device)
+    sq = (x * x).sum(1)  # ||x_i||^2, so ||x_i - c||^2 = ||x_i||^2 - 2 x_i.c + ||c||^2: one matvec a step
+    chosen = torch.empty(m, dtype=torch.long, device=x.device)
+    chosen[0] = int(torch.randint(n, (1,), generator=gen))
+    min_d = (sq - 2 * x @ x[chosen[0]] + sq[chosen[0]]).clamp_min_(0)
+    for i in range(1, m):
+        chosen[i] = torch.argmax(min_d)
+        c = chosen[i]
+        torch.minimum(min_d, (sq - 2 * x @ x[c] + sq[c]).clamp_min_(0), out=min_d)
+    return chosen
+
+
+@torch.no_grad()
+def nearest_distances(bank: torch.Tensor, queries: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Euclidean distance of every query row [Q, C] to its nearest bank row [M, C] -> [Q] (chunked cdist)."""
+    if queries.shape[0] == 0:
+        return queries.new_zeros(0)
+    return torch.cat([torch.cdist(q, bank).min(1).values for q in queries.float().split(chunk)])
+
+
+def fit_knn(config: KNNConfig, train: ImageDataset, device=None, progress: bool = False) -> KNNModel:
+    """The memory bank of ``train``'s images (every image is treated as normal, as the bank would be on
+    contaminated data), coreset-subsampled to ``config.coreset_ratio``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if len(train) == 0:
+        raise ValueError("the training set is empty: the memory bank needs normal training images")
+    t0 = time.perf_counter()
+    net = make_backbone(config.backbone, pretrained=config.pretrained, layers=config.layers, frozen=True).to(device)
+    images = cache_tensors(train, device).images
+    feats = patch_features(featurize(net, images), config.patch_size)  # [N, C, h, w]
+    full = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])  # [N h w, C]
+    t1 = time.perf_counter()
+    idx = greedy_coreset(full, config.coreset_ratio, config.seed, config.projection_dim)
+    bank = full[idx].contiguous()
+    history = {"backbone": net.name, "weights": net.weights, "n_train": len(train), "n_patches": int(full.shape[0]),
+               "n_bank": int(bank.shape[0]), "feature_seconds": round(t1 - t0, 2),
+               "coreset_seconds": round(time.perf_counter() - t1, 2), "seconds": time.perf_counter() - t0}
+    if progress:
+        print(f"kNN bank: {history['n_bank']:,} of {history['n_patches']:,} patches "
+              f"({history['coreset_seconds']:.1f} s for the coreset)")
+    return KNNModel(config, net, bank, history)
+
+
+@torch.no_grad()
+def predict(model: KNNModel, images: torch.Tensor, batch_size: int = 32) -> dict:
+    """Sec. 3.3 for uint8 images [N, 3, S, S]: patch distances [N, h, w], maps [N, S, S] (upsampled,
+    smoothed) and image scores [N] (the largest patch distance)."""
+    patches = []
+    for chunk in images.split(batch_size):
+        f = patch_features(featurize(model.backbone, chunk), model.config.patch_size)  # [b, C, h, w]
+        b, c, h, w = f.shape
+        d = nearest_distances(model.bank, f.permute(0, 2, 3, 1).reshape(-1, c))
+        patches.append(d.reshape(b, h, w).cpu())
+    patch = torch.cat(patches) if patches else torch.zeros(0, 1, 1)
+    scores = patch.flatten(1).max(1).values
+    maps = F.interpolate(patch[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return {"scores": scores, "patch": patch, "maps": gaussian_smooth(maps, model.config.sigma)}
+
+
+def score_knn(model: KNNModel, test: ImageDataset, device=None) -> dict:
+    """Image AUROC/AUPR and (when ``test`` has masks) pixel AUROC/AUPR/AUPRO of the kNN scores and maps."""
+    device = torch.device(device) if device is not None else model.bank.device
+    cache = cache_tensors(test, device)
+    out = predict(model, cache.images)
+    labels = cache.anomalous.cpu().numpy()
+    result = {"scores": out["scores"].numpy(), "maps": out["maps"], "labels": labels}
+    result.update(metrics.image_metrics(result["scores"], labels))
+    result.update(metrics.pixel_metrics(out["maps"], cache.masks[:, 0].cpu()))
+    return result
+
+
+def run_knn(config: KNNConfig, train: ImageDataset, test: ImageDataset, ratio: float = 0.0, device=None,
+            leaky: bool = False, progress: bool = False) -> dict:
+    """ADL's contamination protocol (:func:`adlkit.data.protocol_split`, seeded by ``config.seed``; ratio 0 =
+    clean), then the bank of the (contaminated) training set and the scores of what is left of the test set.
+    Returns :func:`score_knn`'s result plus ``model``, ``history`` and ``split``."""
+    from ..data import protocol_split
+
+    split = protocol_split(train, test, ratio, seed=config.seed, leaky=leaky)
+    model = fit_knn(config, split.train, device, progress=progress)
+    result = score_knn(model, split.test, device)
+    result.update(model=model, history=model.history, split=split)
+    return result
