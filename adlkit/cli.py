@@ -14,6 +14,8 @@
   baselines in the open-set setting, one run per category x setting x shots x seen class x seed.
 * ``run knn --all-categories --contamination 0 0.1 --seed 0 1 2`` - the PatchCore-style kNN baseline (nothing
   trained); ``--unified`` builds one bank for all the categories mixed; ``--data elpv`` adds the hard setting's rows.
+* ``report [--check]`` - ``figures/REPORT.md`` and the README's generated sections (the papers' numbers beside
+  adlkit's and the kNN baseline's) from ``figures/results/*.json`` and ``adlkit/paper_numbers.csv``.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -74,6 +76,22 @@ def _cmd_exercises(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import check_report, write_report
+
+    if args.check:
+        stale = check_report(args.root)
+        if stale:
+            print("not current with figures/results: " + ", ".join(str(p) for p in stale))
+            print("Fix: run `python -m adlkit report` and commit the result.")
+            return 1
+        print("figures/REPORT.md and the README's generated sections are current with figures/results/")
+        return 0
+    changed = write_report(args.root)
+    print("wrote " + ", ".join(str(p) for p in changed) if changed else "figures/REPORT.md and README.md were current")
+    return 0
+
+
 def _cmd_execute(args) -> int:
     from .notebooks import execute_notebooks
 
@@ -117,7 +135,10 @@ def _dataset_root(spec: str, image_size: int) -> Path:
     kind, _, path = spec.partition(":")
     if kind in ("mvtec", "folder") and path:
         return Path(path).expanduser()
-    raise ValueError(f"--data must be 'synthetic', 'elpv', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
+    if kind in ("visa", "elpv"):
+        raise ValueError(f"--data {spec}: this command needs an MVTec-layout folder (mvtec:PATH or folder:PATH); "
+                         "VisA and ELPV run with `run adl`, `multicue`, `ckaad`, `knn` (one bank per category) and `ahl`")
+    raise ValueError(f"--data must be 'synthetic', 'elpv', 'visa:PATH', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
 
 
 def _parse_value(name: str, text: str, default):
@@ -281,12 +302,20 @@ def _datasets(args) -> list[tuple[str, object, object]]:
     """(category, train, test) for every category asked for: MVTec-layout folders (the built-in synthetic set
     too), or ELPV (``--data elpv``: its open-set protocol, normal = defect probability 0 split 75/25 once,
     anomaly = probability 1, image labels only; see :func:`adlkit.data.elpv`)."""
-    from .data import MVTecLike, elpv
+    from .data import MVTecLike, elpv, visa_categories, visa_from_split_csv
 
     if args.data == "elpv":
         if args.category or args.all_categories:
             raise ValueError("ELPV has no categories: drop --category/--all-categories")
         return [("elpv", *elpv(args.image_size, protocol="open_set"))]
+    if args.data.startswith("visa:"):
+        root = Path(args.data.partition(":")[2]).expanduser()
+        available = visa_categories(root)
+        cats = available if args.all_categories else (args.category or [])
+        if not cats or any(c not in available for c in cats):
+            raise ValueError(f"name VisA categories with --category (available: {available}) or pass --all-categories")
+        return [(c, visa_from_split_csv(root, c, "train", args.image_size),
+                 visa_from_split_csv(root, c, "test", args.image_size)) for c in cats]
     root, cats = _categories(args)
     return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
             for c in cats]
@@ -717,7 +746,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_si
                         ) -> None:
     """The options every `run` command shares: data, categories, seeds, shard, device, output and resuming."""
     p.add_argument("--data", default="synthetic",
-                   help="synthetic | elpv (open-set protocol, image labels) | mvtec:PATH | folder:PATH (MVTec layout)")
+                   help="synthetic | elpv (open-set protocol, image labels) | visa:PATH (split_csv/1cls.csv) | mvtec:PATH | "
+                        "folder:PATH (MVTec layout)")
     p.add_argument("--category", nargs="+", help=category_help)
     p.add_argument("--all-categories", action="store_true", help="every category of the dataset")
     p.add_argument("--seed", type=int, nargs="+", default=[0])
@@ -828,6 +858,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="exercises")
     ex.add_argument("--check", action="store_true", help="only report whether exercises/ is current (exit 1 if not)")
     ex.set_defaults(func=_cmd_exercises)
+
+    rep = sub.add_parser("report", help="figures/REPORT.md and the README's results: the papers' numbers beside "
+                                        "adlkit's and the kNN baseline's")
+    rep.add_argument("--check", action="store_true", help="only check they are current (exit 1 if not)")
+    rep.add_argument("--root", default=".", help="the repository (holds README.md and figures/)")
+    rep.set_defaults(func=_cmd_report)
 
     run = sub.add_parser("execute", help="run notebooks headless in order and print their wall times")
     run.add_argument("notebooks", nargs="*", help="notebook files (default: notebooks/NN_*.ipynb)")

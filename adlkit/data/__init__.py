@@ -1,7 +1,7 @@
 """Datasets (MVTec layout, VisA, ELPV, the built-in synthetic set), contamination, few-shot, open-set splits, tensor cache."""
 
 from .cache import TensorCache, cache_tensors
-from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_from_split_csv
+from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_categories, visa_from_split_csv
 from .protocols import (
     ContaminationReport,
     FewShotReport,
@@ -39,5 +39,6 @@ __all__ = [
     "protocol_split",
     "render_image",
     "synthetic",
+    "visa_categories",
     "visa_from_split_csv",
 ]

@@ -235,14 +235,7 @@ class MVTecLike(ImageDataset):
         self.root, self.categories, self.split = root, wanted, split
 
 
-def visa_from_split_csv(root: str | Path, category: str, split: str = "train", image_size: int | None = 256,
-                        split_csv: str | Path | None = None) -> ImageDataset:
-    """VisA after its official split: ``split_csv/1cls.csv`` (columns object, split, label, image, mask).
-
-    Paths in the csv are relative to the VisA root. Anomalous images keep the csv's ``mask``;
-    their defect type is ``"anomaly"`` (VisA's csv does not name one).
-    """
-    root = Path(root).expanduser()
+def _visa_rows(root: Path, split_csv: str | Path | None) -> tuple[Path, list[dict]]:
     split_csv = Path(split_csv) if split_csv else root / "split_csv" / "1cls.csv"
     if not split_csv.is_file():
         raise FileNotFoundError(
@@ -254,6 +247,23 @@ def visa_from_split_csv(root: str | Path, category: str, split: str = "train", i
     needed = {"object", "split", "label", "image", "mask"}
     if not rows or not needed <= set(rows[0]):
         raise ValueError(f"{split_csv} must have the columns {sorted(needed)}; found {sorted(rows[0]) if rows else []}")
+    return split_csv, rows
+
+
+def visa_categories(root: str | Path, split_csv: str | Path | None = None) -> list[str]:
+    """The objects (categories) of VisA's split file, sorted."""
+    return sorted({r["object"] for r in _visa_rows(Path(root).expanduser(), split_csv)[1]})
+
+
+def visa_from_split_csv(root: str | Path, category: str, split: str = "train", image_size: int | None = 256,
+                        split_csv: str | Path | None = None) -> ImageDataset:
+    """VisA after its official split: ``split_csv/1cls.csv`` (columns object, split, label, image, mask).
+
+    Paths in the csv are relative to the VisA root. Anomalous images keep the csv's ``mask``;
+    their defect type is ``"anomaly"`` (VisA's csv does not name one).
+    """
+    root = Path(root).expanduser()
+    split_csv, rows = _visa_rows(root, split_csv)
     available = sorted({r["object"] for r in rows})
     if category not in available:
         raise ValueError(f"category {category!r} is not in {split_csv}; available categories: {available}")

@@ -1,0 +1,472 @@
+"""The reproduction report: each paper's headline numbers beside adlkit's and the kNN baseline's.
+
+``python -m adlkit report`` reads every result file in ``figures/results/`` (checked: an unknown key or a
+missing field is an error that names the file), the papers' own numbers kept as data in
+``adlkit/paper_numbers.csv``, and :data:`HEADLINES` (which result rows answer which of the papers' rows),
+and writes ``figures/REPORT.md``. The README's results section and its wall-time table come from the same
+function (:func:`render`), so ``python -m adlkit report --check`` (run by CI) fails when either is out of
+date with the result files.
+
+A cell "0.915 ± 0.012 (3)" is the mean ± std over seeds (3 of them) of the per-seed value; the per-seed
+value is the mean over the classes (or, for AHL's hard setting, over the seen classes) the row averages.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PAPERS", "HEADLINES", "Select", "Headline", "load_results", "load_paper_numbers", "summarise",
+           "headline_rows", "wall_times", "render", "readme_sections", "write_report", "check_report"]
+
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
+PAPER_COLUMNS = ("paper", "source", "dataset", "setting", "method", "metric", "value", "backbone", "image_size", "note")
+
+# How each paper is cited (authors, title, year) and what adlkit builds of it.
+PAPERS = {
+    "ADL": "A. S. Das, G. Pang, M. Bhuyan. *Adaptive Deviation Learning for Visual Anomaly Detection with Data "
+           "Contamination.* arXiv:2411.09558, 2024 (WACV 2025)",
+    "multi-cue ADL": "A. S. Das, M. Bhuyan. *Multi-Cue Anomaly Detection and Localization under Data "
+                     "Contamination.* arXiv:2601.22913, 2026",
+    "CADA": "J. Guo, H. Han, S. Lu, W. Zhang, H. Li. *Absolute-Unified Multi-Class Anomaly Detection via "
+            "Class-Agnostic Distribution Alignment.* arXiv:2404.00724, 2024",
+    "CKAAD": "Q. Fang, Q. Su, W. Lv, W. Xu, J. Yu. *Boosting Fine-Grained Visual Anomaly Detection with "
+             "Coarse-Knowledge-Aware Adversarial Learning.* arXiv:2412.12850, 2024 (AAAI 2025)",
+    "AHL": "J. Zhu, C. Ding, Y. Tian, G. Pang. *Anomaly Heterogeneity Learning for Open-set Supervised Anomaly "
+           "Detection.* CVPR 2024 (arXiv:2310.12790)",
+}
+BASELINE = ("K. Roth et al. *Towards Total Recall in Industrial Anomaly Detection* (PatchCore), CVPR 2022: "
+            "`adlkit.methods.knn`, frozen features, 10% greedy coreset (1% on ELPV), max patch distance")
+
+# ----------------------------------------------------------------------------- result files and their keys
+RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "image_size", "wall_seconds", "commit")
+RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
+            "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed", "config",
+            "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
+            "gap", "clamped", "classifier_accuracy"}
+RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)$"), re.compile(r"^n_\w+$"))
+NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
+                     "results")
+NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "train_backbone", "schedule", "seeds",
+                                          "texture_source", "n_train", "elpv_image_size"}
+
+
+def _check_run(path: Path, i: int, row) -> None:
+    where = f"{path.name}, run {i}"
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object per run, got {type(row).__name__}")
+    missing = [k for k in RUN_REQUIRED if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}. Every run written by `python -m adlkit run ... --out` "
+                         f"has {list(RUN_REQUIRED)}; rerun it, or remove the file from figures/results.")
+    unknown = sorted(k for k in row if k not in RUN_KEYS and not any(p.match(k) for p in RUN_KEY_PATTERNS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}. A run holds the fields of adlkit.report.RUN_KEYS and "
+                         "metrics named <image|pixel>_<AUROC|AUPR|AUPRO>; was the file edited by hand or written by "
+                         "another version? Fix the key or add it to RUN_KEYS.")
+
+
+def _check_notebook(path: Path, payload: dict) -> None:
+    missing = [k for k in NOTEBOOK_REQUIRED if k not in payload]
+    if missing:
+        raise ValueError(f"{path.name}: missing field(s) {missing}. A notebook's results are written by "
+                         "adlkit.viz.save_results (rerun the notebook with --save-figures).")
+    unknown = sorted(set(payload) - NOTEBOOK_KEYS)
+    if unknown:
+        raise ValueError(f"{path.name}: unknown key(s) {unknown} next to 'results'. Put a notebook's numbers inside "
+                         f"'results', or add the key to adlkit.report.NOTEBOOK_KEYS; known: {sorted(NOTEBOOK_KEYS)}")
+
+
+def load_results(folder: str | Path) -> dict[str, object]:
+    """Every ``*.json`` of ``folder``, checked, by file name: a list of runs (the CLI's files) or a notebook's
+    payload (a dict with ``results``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no results folder {folder}: run the notebooks (make figures) or the CLI with "
+                                "--out figures/results/<name>.json first")
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); restore it from git or rerun what wrote it") from None
+        if isinstance(data, list):
+            for i, row in enumerate(data):
+                _check_run(path, i, row)
+        elif isinstance(data, dict):
+            _check_notebook(path, data)
+        else:
+            raise ValueError(f"{path.name}: expected a list of runs or a notebook's results object")
+        out[path.name] = data
+    return out
+
+
+def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[dict]:
+    """The papers' own numbers: one row per paper, source (table/figure), dataset, setting, method, metric,
+    value (a fraction), backbone, image size and a note."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != PAPER_COLUMNS:
+            raise ValueError(f"{path}: the columns must be {','.join(PAPER_COLUMNS)}; got {reader.fieldnames}")
+        rows = list(reader)
+    for i, r in enumerate(rows, start=2):
+        if r["paper"] not in PAPERS:
+            raise ValueError(f"{path}, line {i}: unknown paper {r['paper']!r}; one of {list(PAPERS)}")
+        try:
+            r["value"] = float(r["value"])
+        except ValueError:
+            raise ValueError(f"{path}, line {i}: value {r['value']!r} is not a number (write 98.0% as 0.980)") from None
+        if not 0.0 <= r["value"] <= 1.0:
+            raise ValueError(f"{path}, line {i}: value {r['value']} is not a fraction in [0, 1] (98.0% is 0.980)")
+    return rows
+
+
+# ----------------------------------------------------------------------------- which rows answer which
+@dataclass(frozen=True)
+class Select:
+    """Runs of one result file: ``where`` field -> value (a tuple: any of these), ``average`` the field
+    averaged within a seed (``None``: exactly one run per seed)."""
+
+    file: str
+    where: dict
+    average: str | None = "category"
+
+
+@dataclass(frozen=True)
+class Headline:
+    paper: str
+    what: str  # the row, in words
+    metric: str
+    paper_ref: dict  # matches rows of paper_numbers.csv (source, dataset, setting, method)
+    ours: Select
+    knn: Select | None = None
+    note: str = ""  # a difference the metadata cannot show (schedule, protocol)
+
+
+_SYN = {"dataset": "synthetic"}
+_ADL_NOTE = "frozen backbone (the paper fine-tunes end to end); the paper's schedule (25 × 20 steps of 24 + 24)"
+
+
+def _adl(row: str, eps: float) -> Select:
+    return Select("cli_adl_robustness.json", {**_SYN, "ablation": row, "contamination": eps})
+
+
+def _knn(eps: float = 0.0, size: int = 256) -> Select:
+    return Select("cli_knn.json", {**_SYN, "contamination": eps, "image_size": size})
+
+
+def _cada(variant: str, category: str = "pooled") -> Select:
+    return Select("cli_cada.json", {**_SYN, "method": f"cada:{variant}", "category": category, "ablation": "CADA"},
+                  average=None)
+
+
+def _ckaad(row: str) -> Select:
+    return Select("cli_ckaad.json", {**_SYN, "ablation": row})
+
+
+def _ahl(row: str, setting: str, shots: int) -> Select:
+    where = {"dataset": "elpv", "ablation": row, "open_set": setting, "shots": shots, "variant": "paper", "setting": ""}
+    return Select("cli_ahl.json", where, average="seen_class" if setting == "hard" else None)
+
+
+def _knn_elpv(setting: str = "general", eps: float = 0.0) -> Select:
+    return Select("cli_knn_elpv.json", {"open_set": setting, "contamination": eps},
+                  average="seen_class" if setting == "hard" else None)
+
+
+HEADLINES = [
+    *[Headline("ADL", f"ADL, {eps:.0%} contamination", "image_AUROC",
+               {"source": "Table 1", "dataset": "MVTec AD", "setting": f"contamination {eps:.0%}", "method": "ADL"},
+               _adl("+ soft deviation", eps), _knn(eps), _ADL_NOTE) for eps in (0.0, 0.1, 0.2)],
+    *[Headline("ADL", f"DevNet (deviation only), {eps:.0%} contamination", "image_AUROC",
+               {"source": "Table 1", "dataset": "MVTec AD", "setting": f"contamination {eps:.0%}", "method": "DevNet"},
+               _adl("deviation only", eps), _knn(eps), _ADL_NOTE) for eps in (0.0, 0.2)],
+    *[Headline("ADL", f"ADL on ELPV, {eps:.0%} contamination", "image_AUROC",
+               {"source": "—", "dataset": "ELPV", "setting": f"contamination {eps:.0%}", "method": "ADL"},
+               Select("cli_adl_elpv.json", {"ablation": "+ soft deviation", "contamination": eps}, average=None),
+               _knn_elpv("general", eps),
+               "the paper does not test on ELPV; ELPV's open-set protocol (probability 0 vs 1, normals split 75/25)")
+      for eps in (0.0, 0.1)],
+    Headline("multi-cue ADL", "fused score, 10 shots, 10% contamination", "image_AUROC",
+             {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
+             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"), _knn(0.1),
+             "frozen backbone; one seed; the 10 shots are taken out of the test set (kNN: scored on all of it)"),
+    Headline("multi-cue ADL", "segmentation maps, 10 shots, 10% contamination", "seg_pixel_AUROC",
+             {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
+             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"),
+             Select("cli_knn.json", {**_SYN, "contamination": 0.1, "image_size": 256}),
+             "kNN: its smoothed distance maps (pixel_AUROC)"),
+    Headline("CADA", "RD, one threshold for all classes (pooled)", "image_AUROC",
+             {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
+              "method": "RD"}, _cada("unaligned"), Select("cli_knn_unified.json", {**_SYN}, average=None),
+             "kNN: one memory bank for the five classes mixed"),
+    Headline("CADA", "RD + CADA, pooled", "image_AUROC",
+             {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
+              "method": "RD + CADA"}, _cada("cada"), Select("cli_knn_unified.json", {**_SYN}, average=None),
+             "a reconstruction from the paper (no training code released); 1,500 reconstruction and 2,000 head "
+             "iterations (the paper: 5,000 each)"),
+    Headline("CADA", "RD + CADA, pooled pixels", "pixel_AUROC",
+             {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
+              "method": "RD + CADA"}, _cada("cada"), Select("cli_knn_unified.json", {**_SYN}, average=None)),
+    Headline("CADA", "RD, per class (mean over classes)", "image_AUROC",
+             {"source": "main results", "dataset": "MVTec AD", "setting": "per class, mean over classes", "method": "RD"},
+             _cada("unaligned", "mean"), _knn(0.0), "kNN: one bank per class"),
+    Headline("CADA", "CaDA-A (class-aware), pooled", "image_AUROC",
+             {"source": "Table 4", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
+              "method": "CaDA-A (class-aware)"}, _cada("class_aware")),
+    *[Headline("CKAAD", f"{name} ({row})", metric,
+               {"source": "Table 3", "dataset": "MVTec AD", "setting": "ablation, mean over classes", "method": name},
+               _ckaad(row), _knn(0.0, 128),
+               "100 steps of 16 normal + 16 coarse anomalies (elastic warps, as the paper's for industrial images)")
+      for name, row, metric in [("Recon", "recon", "image_AUROC"), ("CKAPatch", "+patch", "image_AUROC"),
+                                ("Recon", "recon", "pixel_AUROC"), ("CKAPatch", "+patch", "pixel_AUROC"),
+                                ("Recon", "recon", "pixel_AUPRO"), ("CKAPatch", "+patch", "pixel_AUPRO")]],
+    *[Headline("AHL", f"{method}, {setting}, {shots} shot{'s' if shots > 1 else ''}", "image_AUROC",
+               {"source": "Table 1" if setting == "general" else "Table 2", "dataset": "ELPV",
+                "setting": f"{setting}, {shots} shot{'s' if shots > 1 else ''}", "method": paper_method},
+               _ahl(method, setting, shots), _knn_elpv(setting),
+               "features of a frozen ImageNet backbone (the paper: a fine-tuned DevNet); 30 epochs × 20 meta-iterations"
+               + ("; hard: the mean over the seen cell type" if setting == "hard" else ""))
+      for setting in ("general", "hard") for shots in (10, 1)
+      for method, paper_method in (("DevNet", "DevNet"), ("AHL", "AHL (DevNet)"))],
+    Headline("AHL", "PatchCore / kNN, unsupervised", "image_AUROC",
+             {"source": "Table 4", "dataset": "ELPV", "setting": "unsupervised (no labelled anomalies)",
+              "method": "PatchCore"}, _knn_elpv("general"), None,
+             "adlkit's kNN baseline against the paper's PatchCore; 1% coreset"),
+]
+
+
+# ----------------------------------------------------------------------------- numbers
+@dataclass
+class Stat:
+    mean: float | None = None
+    std: float | None = None
+    n_seeds: int = 0
+    n_avg: int = 0  # classes (or seen classes) averaged per seed
+    runs: list = field(default_factory=list)
+
+    def cell(self) -> str:
+        if self.mean is None:
+            return "—"
+        return f"{self.mean:.3f} ± {self.std:.3f} ({self.n_seeds})" if self.n_seeds > 1 else f"{self.mean:.3f} (1)"
+
+
+def _matches(row: dict, where: dict) -> bool:
+    for k, v in where.items():
+        options = v if isinstance(v, tuple) else (v,)
+        if row.get(k) not in options:
+            return False
+    return True
+
+
+def summarise(results: dict, select: Select | None, metric: str) -> Stat:
+    """Mean ± std over seeds of ``metric`` in the runs ``select`` picks (averaged over ``select.average``
+    within each seed first). An absent file or no matching run gives an empty :class:`Stat`."""
+    if select is None or not isinstance(results.get(select.file), list):
+        return Stat()
+    runs = [r for r in results[select.file] if _matches(r, select.where) and r.get(metric) is not None]
+    if not runs:
+        return Stat()
+    by_seed: dict = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(r)
+    per_seed, n_avg = [], set()
+    for seed, rs in sorted(by_seed.items()):
+        if select.average is None and len(rs) > 1:
+            raise ValueError(f"{select.file}: {len(rs)} runs match {select.where} for seed {seed}; the headline "
+                             "expects one (narrow its 'where')")
+        keys = [r.get(select.average) for r in rs] if select.average else [None]
+        if select.average and len(set(keys)) != len(keys):
+            raise ValueError(f"{select.file}: {select.average} {keys} repeats for seed {seed} under {select.where}; "
+                             "narrow the headline's 'where'")
+        per_seed.append(float(np.mean([r[metric] for r in rs])))
+        n_avg.add(len(rs))
+    v = np.asarray(per_seed)
+    return Stat(float(v.mean()), float(v.std()), len(v), max(n_avg), runs)
+
+
+def _paper_value(papers: list[dict], paper: str, ref: dict, metric: str) -> dict | None:
+    for p in papers:
+        if p["paper"] == paper and p["metric"] == metric and all(p.get(k) == v for k, v in ref.items()):
+            return p
+    return None
+
+
+_BACKBONES = {"efficientnet_lite0": "EfficientNet-Lite0", "resnet18": "ResNet-18", "wide_resnet50_2": "WideResNet-50"}
+
+
+def _setting(stat: Stat) -> dict:
+    """What produced a cell's runs: backbone, weights, data, image size, frozen or end to end."""
+    r = stat.runs[0]
+    dataset = str(r["dataset"]).split(" (")[0]
+    data = {"synthetic": "synthetic", "elpv": "ELPV"}.get(dataset, dataset)
+    n_classes = len(r["classes"]) if r.get("classes") else stat.n_avg
+    if data == "synthetic" and n_classes > 1:
+        data += f" ({n_classes} classes" + (", mixed)" if r.get("classes") else ")")
+    weights = str(r.get("weights", ""))
+    return {"backbone": _BACKBONES.get(r["backbone"], r["backbone"]),
+            "weights": "ImageNet" if weights.startswith("imagenet") else (weights or "?"),
+            "data": data, "image_size": r["image_size"],
+            "training": "end to end" if r.get("train_backbone") else "frozen"}
+
+
+def _reason(paper: dict | None, ours: dict | None, note: str) -> str:
+    parts = []
+    if paper and ours:
+        if paper["dataset"] and not ours["data"].lower().startswith(paper["dataset"].lower()):
+            parts.append(f"data: {ours['data']} vs {paper['dataset']}")
+        if paper["backbone"] and paper["backbone"] != ours["backbone"]:
+            parts.append(f"backbone: {ours['backbone']} vs {paper['backbone']}")
+        if paper["image_size"] and str(paper["image_size"]) != str(ours["image_size"]):
+            parts.append(f"image size: {ours['image_size']} vs {paper['image_size']} px")
+    if note:
+        parts.append(note)
+    return "; ".join(parts)
+
+
+def headline_rows(results: dict, papers: list[dict], headlines=HEADLINES) -> list[dict]:
+    """One dict per headline: the paper's value (or None), adlkit's and kNN's :class:`Stat`, adlkit's setting,
+    the difference to the paper and the reason they differ."""
+    out = []
+    for h in headlines:
+        paper = _paper_value(papers, h.paper, h.paper_ref, h.metric.removeprefix("seg_"))
+        ours = summarise(results, h.ours, h.metric)
+        knn_metric = "pixel_AUROC" if h.metric.startswith("seg_pixel") else h.metric
+        knn = summarise(results, h.knn, knn_metric)
+        setting = _setting(ours) if ours.runs else None
+        out.append({"headline": h, "paper": paper, "ours": ours, "knn": knn, "setting": setting,
+                    "diff": None if paper is None or ours.mean is None else ours.mean - paper["value"],
+                    "reason": _reason(paper, setting, h.note)})
+    return out
+
+
+def wall_times(results: dict) -> list[dict]:
+    """Measured CPU wall time per class, per method and setting, from the CLI's result files: median (min-max)
+    over the runs, with the data, image size and frozen or end to end. A run that writes several rows (AHL's
+    five, CADA's per class, kNN's ELPV settings) counts once; a run of one model on several classes mixed (CADA,
+    ``knn --unified``) is divided by its number of classes."""
+    groups: dict = {}
+    for name, data in results.items():
+        if not isinstance(data, list):
+            continue
+        for r in data:
+            method = str(r["method"]).split(":")[0]
+            n_classes = len(r["classes"]) if r.get("classes") else 1
+            key = (method, str(r["dataset"]).split(" (")[0], r["image_size"], bool(r.get("train_backbone")), name,
+                   n_classes)
+            run = json.dumps([r.get("seed"), r.get("commit"), r["wall_seconds"]])  # the rows of one run share these
+            groups.setdefault(key, {})[run] = r["wall_seconds"] / n_classes
+    rows = []
+    for (method, dataset, size, e2e, name, n_classes), walls in sorted(groups.items()):
+        w = np.asarray(list(walls.values()), dtype=float)
+        rows.append({"method": method, "dataset": dataset, "image_size": size, "n_classes": n_classes,
+                     "training": "end to end" if e2e else "frozen", "file": name, "runs": len(w),
+                     "median_s": float(np.median(w)), "min_s": float(w.min()), "max_s": float(w.max())})
+    return rows
+
+
+# ----------------------------------------------------------------------------- markdown
+def _fmt_diff(d: float | None) -> str:
+    return "" if d is None else f"{d:+.3f}"
+
+
+def _paper_tables(rows: list[dict], level: str) -> list[str]:
+    lines = []
+    for paper, ref in PAPERS.items():
+        mine = [r for r in rows if r["headline"].paper == paper]
+        if not mine:
+            continue
+        lines += [f"{level} {paper}", "", f"{ref}.", "",
+                  "| row | metric | paper (source, data, backbone) | adlkit (mean ± std, seeds) | kNN baseline | "
+                  "adlkit − paper | adlkit's setting | why they differ |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in mine:
+            h, p, s = r["headline"], r["paper"], r["setting"]
+            if p is None:
+                paper_cell = "not entered¹"
+            else:
+                who = ", ".join(x for x in (p["source"], p["dataset"], p["backbone"]) if x)
+                paper_cell = f"{p['value']:.3f} ({who})"
+            setting = (f"{s['backbone']} ({s['weights']}), {s['training']}, {s['data']}, {s['image_size']} px"
+                       if s else "not run")
+            lines.append(f"| {h.what} | {h.metric} | {paper_cell} | {r['ours'].cell()} | {r['knn'].cell()} | "
+                         f"{_fmt_diff(r['diff'])} | {setting} | {r['reason']} |")
+        lines.append("")
+    lines += ["¹ *not entered*: the paper's table could not be read on this project's offline machines. Add its "
+              "row to `adlkit/paper_numbers.csv` and run `python -m adlkit report`: the cell fills in.", ""]
+    return lines
+
+
+def _wall_table(results: dict) -> list[str]:
+    lines = ["| method | data | image size | training | runs | wall time per class: median (min–max) | file |",
+             "|---|---|---|---|---|---|---|"]
+    for w in wall_times(results):
+        mixed = f", one model on {w['n_classes']} classes (÷ {w['n_classes']})" if w["n_classes"] > 1 else ""
+        lines.append(f"| {w['method']} | {w['dataset']} | {w['image_size']} px | {w['training']}{mixed} | {w['runs']} | "
+                     f"{w['median_s']:.0f} s ({w['min_s']:.0f}–{w['max_s']:.0f} s) | `{w['file']}` |")
+    return lines
+
+
+def render(results: dict, papers: list[dict]) -> dict[str, str]:
+    """``{"report": figures/REPORT.md, "readme_results": the README's results section, "readme_walltime":
+    the README's wall-time table}``, all from the same rows."""
+    rows = headline_rows(results, papers)
+    files = [f"- `{name}`: " + (f"{len(d)} runs" if isinstance(d, list) else f"notebook {d['mode']} mode, "
+                                 f"{d['wall_time_s']:.0f} s, {d['date']}") for name, d in results.items()]
+    intro = ["Every adlkit number was measured on a 2-core CPU without a GPU. A cell is the mean ± std over seeds "
+             "(their number in brackets) of the per-seed mean over classes. Baseline: " + BASELINE + ".", ""]
+    report = ["# adlkit reproduction report", "",
+              "Generated by `python -m adlkit report` from `figures/results/*.json` and `adlkit/paper_numbers.csv`; "
+              "do not edit by hand (CI checks it is current).", "", *intro, *_paper_tables(rows, "##"),
+              "## Wall time per class (CPU)", "", *_wall_table(results), "", "## Result files read", "", *files, ""]
+    readme = ["## What adlkit reproduces: the papers' numbers beside ours", "",
+              "Generated by `python -m adlkit report` (also written to `figures/REPORT.md`); notebook 09 plots it.",
+              "", *intro, *_paper_tables(rows, "###")]
+    return {"report": "\n".join(report), "readme_results": "\n".join(readme).rstrip() + "\n",
+            "readme_walltime": "\n".join(_wall_table(results)) + "\n"}
+
+
+# ----------------------------------------------------------------------------- files
+MARKERS = {"readme_results": ("<!-- results:start -->", "<!-- results:end -->"),
+           "readme_walltime": ("<!-- walltime:start -->", "<!-- walltime:end -->")}
+
+
+def readme_sections(readme: str, sections: dict[str, str]) -> str:
+    """``readme`` with the text between each pair of :data:`MARKERS` replaced by its section."""
+    for key, (start, end) in MARKERS.items():
+        if key not in sections:
+            continue
+        i, j = readme.find(start), readme.find(end)
+        if i < 0 or j < i:
+            raise ValueError(f"README.md has no '{start}' ... '{end}' markers: put them where the generated section "
+                             "goes")
+        readme = readme[: i + len(start)] + "\n" + sections[key] + readme[j:]
+    return readme
+
+
+def _outputs(root: Path, results_dir: Path | None = None) -> dict[Path, str]:
+    results = load_results(results_dir or root / "figures" / "results")
+    text = render(results, load_paper_numbers())
+    readme = root / "README.md"
+    return {root / "figures" / "REPORT.md": text["report"],
+            readme: readme_sections(readme.read_text(), text)}
+
+
+def write_report(root: str | Path = ".") -> list[Path]:
+    """Write ``figures/REPORT.md`` and the README's generated sections; returns the files that changed."""
+    changed = []
+    for path, text in _outputs(Path(root)).items():
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(path)
+    return changed
+
+
+def check_report(root: str | Path = ".") -> list[Path]:
+    """The files that are not current with ``figures/results`` (empty when all are)."""
+    return [path for path, text in _outputs(Path(root)).items() if not path.exists() or path.read_text() != text]
