@@ -405,3 +405,29 @@ def check_importance_weights(student_fn: Callable) -> None:
         ("c weights and samples left out of D'_i", dict(predicted=rand, y=y, c=c, keep=keep_some, margin=5.0)),
     ]
     run_cases("check_importance_weights", student_fn, reference, cases)
+
+
+# ----------------------------------------------------------------------------- notebook 09
+def check_seed_summary(student_fn: Callable) -> None:
+    """Notebook 09: ``seed_summary(runs, metric)`` -> [mean, std, n_seeds]: per seed, the mean of ``metric``
+    over that seed's runs (its classes); then the mean and the (population) std of those per-seed values.
+    Reference: :func:`adlkit.report.summarise`."""
+    from .report import Select, summarise
+
+    def reference(runs, metric):
+        s = summarise({"f": runs}, Select("f", {}), metric)
+        return np.array([s.mean, s.std, s.n_seeds])
+
+    def run(seed, category, value):
+        return {"seed": seed, "category": category, "image_AUROC": value}
+
+    rng = np.random.default_rng(9)
+    hand = [run(0, "tile", 0.9), run(0, "capsule", 0.8), run(1, "tile", 0.94), run(1, "capsule", 0.84)]
+    cases = [
+        ("two seeds x two classes (0.85 and 0.89 -> 0.87 ± 0.02)", dict(runs=hand, metric="image_AUROC")),
+        ("one seed", dict(runs=hand[:2], metric="image_AUROC")),
+        ("runs in any order", dict(runs=hand[::-1], metric="image_AUROC")),
+        ("three seeds x five classes", dict(runs=[run(s, c, float(rng.uniform(0.6, 1.0))) for s in (0, 1, 2)
+                                                 for c in ("a", "b", "c", "d", "e")], metric="image_AUROC")),
+    ]
+    run_cases("check_seed_summary", student_fn, reference, cases)

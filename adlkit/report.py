@@ -226,6 +226,11 @@ HEADLINES = [
       for name, row, metric in [("Recon", "recon", "image_AUROC"), ("CKAPatch", "+patch", "image_AUROC"),
                                 ("Recon", "recon", "pixel_AUROC"), ("CKAPatch", "+patch", "pixel_AUROC"),
                                 ("Recon", "recon", "pixel_AUPRO"), ("CKAPatch", "+patch", "pixel_AUPRO")]],
+    *[Headline("CKAAD", f"{name} ({row}) on ELPV", "image_AUROC",
+               {"source": "—", "dataset": "ELPV", "setting": "", "method": name},
+               Select("cli_ckaad_elpv.json", {"ablation": row}, average=None), _knn_elpv("general"),
+               "the paper does not test on ELPV; ELPV's open-set protocol, 128 px (kNN: 256 px)")
+      for name, row in (("Recon", "recon"), ("CKAPatch", "+patch"))],
     *[Headline("AHL", f"{method}, {setting}, {shots} shot{'s' if shots > 1 else ''}", "image_AUROC",
                {"source": "Table 1" if setting == "general" else "Table 2", "dataset": "ELPV",
                 "setting": f"{setting}, {shots} shot{'s' if shots > 1 else ''}", "method": paper_method},
