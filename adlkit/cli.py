@@ -526,10 +526,10 @@ def _cmd_run_knn(args) -> int:
                    n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
         rows = [row]
         types = anomaly_types(r["split"].test)
-        if args.data == "elpv" and len(types) == 2:  # the open-set hard setting's test sets: the unseen type only
+        if args.data == "elpv" and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
             kinds = [s.defect for s in r["split"].test.samples]
-            for seen, unseen in (types, types[::-1]):
-                keep = [i for i, k in enumerate(kinds) if k in ("good", unseen)]
+            for seen in types:
+                keep = [i for i, (k, s) in enumerate(zip(kinds, r["split"].test.samples)) if s.truth == 0 or k != seen]
                 rows.append({**row, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
                              **metrics.image_metrics(r["scores"][keep], r["labels"][keep])})
         if out is not None:

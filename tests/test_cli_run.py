@@ -411,3 +411,91 @@ def test_collect_adds_the_hard_settings_mean_over_seen_classes():
     assert ("DevNet", "mean") not in lines
     general = [dict(r, open_set="general", seen_class=None) for r in rows[:2]]
     assert all(t.get("seen_class") != "mean" for t in cli.collect_rows(general))
+
+
+KNN_FAST = ["--image-size", "64", "--device", "cpu"]
+
+
+def test_run_knn_grid_resume_unified_and_collect(small_root, tmp_path, capsys):
+    out = tmp_path / "knn.json"
+    base = ["run", "knn", "--data", f"mvtec:{small_root}", *KNN_FAST]
+    assert cli.main([*base, "--all-categories", "--contamination", "0", "0.1", "--seed", "0", "1",
+                     "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["category"], r["contamination"], r["seed"]) for r in rows] == [
+        (c, e, s) for c in ("tile", "washer") for e in (0.0, 0.1) for s in (0, 1)]
+    for r in rows:
+        assert r["method"] == "knn" and r["train_backbone"] is False and r["backbone"] == "efficientnet_lite0"
+        assert r["n_bank"] == -(-r["n_patches"] // 10)  # the 10% coreset
+        assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"} <= set(r)
+    assert rows[2]["n_contaminated"] > 0 and rows[2]["n_patches"] > rows[0]["n_patches"]
+    assert cli.main([*base, "--all-categories", "--contamination", "0", "--seed", "0", "--out", str(out),
+                     "--resume"]) == 0
+    assert "skipped (--resume)" in capsys.readouterr().out and len(json.loads(out.read_text())) == 8
+    table = cli.collect_rows(rows)
+    assert {(t["category"], t["contamination"], t["n"]) for t in table} == {
+        (c, e, 2) for c in ("tile", "washer") for e in (0.0, 0.1)}
+    unified = tmp_path / "u.json"
+    assert cli.main([*base, "--all-categories", "--unified", "--coreset", "1", "--out", str(unified)]) == 0
+    (row,) = json.loads(unified.read_text())
+    assert row["category"] == "pooled" and row["classes"] == ["tile", "washer"]
+    assert row["n_bank"] == row["n_patches"] and row["n_test"] == _n_test(small_root) + _n_test(small_root, "washer")
+    assert cli.main([*base, "--category", "tile", "--unified"]) == 2
+    assert "two or more" in capsys.readouterr().err
+    assert cli.main([*base, "--category", "tile", "--coreset", "0"]) == 2
+    assert "coreset_ratio must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_run_knn_on_elpv_adds_the_hard_settings_test_sets(small_root, tmp_path, monkeypatch):
+    """ELPV's rows (a stand-in with tile's defect types as cell types, to stay fast): the general row scores
+    every anomaly; each hard row, named by its seen type, scores the normal images and the other types."""
+    from adlkit import metrics
+    from adlkit.data import MVTecLike, anomaly_types
+
+    train, test = MVTecLike(small_root, "tile", "train", 64), MVTecLike(small_root, "tile", "test", 64)
+    monkeypatch.setattr(cli, "_datasets", lambda args: [("elpv", train, test)])
+    out = tmp_path / "e.json"
+    assert cli.main(["run", "knn", "--data", "elpv", *KNN_FAST, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    types = anomaly_types(test)
+    assert [(r["open_set"], r["seen_class"]) for r in rows] == [("general", None)] + [("hard", t) for t in types]
+    assert len({r["wall_seconds"] for r in rows}) == 1  # one run
+    from adlkit.methods.knn import KNNConfig, run_knn
+
+    scores = run_knn(KNNConfig(image_size=64), train, test, device="cpu")["scores"]
+    keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect != types[0]]
+    assert rows[1]["n_test"] == len(keep)
+    assert rows[1]["image_AUROC"] == pytest.approx(metrics.image_auroc(scores[keep], test.truths[keep]))
+    table = cli.collect_rows(rows)
+    assert ("hard", "mean") in {(t.get("open_set"), t.get("seen_class")) for t in table}
+
+
+def test_run_knn_reads_visa_from_its_split_csv(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "VisA"
+    lines = ["object,split,label,image,mask"]
+    for obj in ("candle", "pcb1"):
+        for split, label, n in (("train", "normal", 6), ("test", "normal", 3), ("test", "anomaly", 3)):
+            for i in range(n):
+                img = f"{obj}/Data/Images/{label}/{split}{i}.png"
+                (root / img).parent.mkdir(parents=True, exist_ok=True)
+                rng = np.random.default_rng(i + 10 * (label == "anomaly"))
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / img)
+                mask = ""
+                if label == "anomaly":
+                    mask = f"{obj}/Data/Masks/{split}{i}.png"
+                    (root / mask).parent.mkdir(parents=True, exist_ok=True)
+                    m = np.zeros((40, 40), np.uint8)
+                    m[5:15, 5:15] = 255
+                    Image.fromarray(m).save(root / mask)
+                lines.append(f"{obj},{split},{label},{img},{mask}")
+    (root / "split_csv").mkdir()
+    (root / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "v.json"
+    assert cli.main(["run", "knn", "--data", f"visa:{root}", "--category", "pcb1", *KNN_FAST, "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["category"] == "pcb1" and row["n_test"] == 6 and "pixel_AUROC" in row
+    assert cli.main(["run", "knn", "--data", f"visa:{root}", "--category", "nope", *KNN_FAST]) == 2
+    assert "available: ['candle', 'pcb1']" in capsys.readouterr().err
