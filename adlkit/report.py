@@ -454,8 +454,11 @@ def readme_sections(readme: str, sections: dict[str, str]) -> str:
     return readme
 
 
-def _outputs(root: Path, results_dir: Path | None = None) -> dict[Path, str]:
-    results = load_results(results_dir or root / "figures" / "results")
+def _outputs(root: Path) -> dict[Path, str]:
+    if not (root / "README.md").is_file():
+        raise FileNotFoundError(f"{root.resolve()} has no README.md: run `python -m adlkit report` from the adlkit "
+                                "repository (or pass --root <repository>)")
+    results = load_results(root / "figures" / "results")
     text = render(results, load_paper_numbers())
     readme = root / "README.md"
     return {root / "figures" / "REPORT.md": text["report"],

@@ -51,7 +51,7 @@ class KNNConfig:
     image_size: int = 256  # the paper: 256 resized, 224 centre crop
     patch_size: int = 3  # p: the neighbourhood each patch feature averages over (Sec. 3.1)
     coreset_ratio: float = 0.1  # the share of patches the bank keeps (the paper: 1-25%; 1.0 = the full bank)
-    projection_dim: int = 128  # the random projection the greedy selection runs on (the paper: 128)
+    projection_dim: int = 128  # the random projection the greedy selection runs on
     sigma: float = 4.0  # Gaussian smoothing of the upsampled maps, in pixels (the paper: 4)
     seed: int = 0  # the projection and the coreset's first patch
 
