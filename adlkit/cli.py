@@ -223,9 +223,6 @@ def _cmd_run(args) -> int:
     rows = args.ablation or [None]
     shot_grid = getattr(args, "shots", None) or [0]
     grid = [(c, e, s, a, k) for c in data for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
     device = torch.device(args.device) if args.device else cfg_mod.device()
     base = config_class.authors_code() if args.variant == "authors" else config_class()
     changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
@@ -235,9 +232,7 @@ def _cmd_run(args) -> int:
     for name in rows:
         if name is not None:
             base.ablation(name)  # an unknown row fails before any run
-    finished = {_run_key(r) for r in done}
-    _start_output(out, args)
-    commit = cfg_mod.git_commit()
+    grid, finished, commit = _start_grid(args, out, done, grid)
     texture_sources = {}
     for cat, eps, seed, ablation, shots in grid:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
@@ -341,6 +336,18 @@ def _start_output(out: Path | None, args) -> None:
         training.write_json(out, [])
 
 
+def _start_grid(args, out: Path | None, done: list[dict], grid: list) -> tuple[list, set, str]:
+    """The slice of ``grid`` this ``--shard`` runs, the keys of the runs ``--out`` already holds, and the commit;
+    ``--out`` is emptied here with --overwrite (once the arguments are checked)."""
+    from . import config as cfg_mod
+
+    if args.shard:
+        i, n = args.shard
+        grid = grid[i::n]
+    _start_output(out, args)
+    return grid, {_run_key(r) for r in done}, cfg_mod.git_commit()
+
+
 def _cmd_run_cada(args) -> int:
     """One CADA model per seed on the chosen classes mixed; every variant scored from the same RD."""
     import dataclasses
@@ -365,13 +372,8 @@ def _cmd_run_cada(args) -> int:
     settings = config_changes(CADAConfig, args.set)
     for name in args.ablation or []:
         base.ablation(name)  # an unknown row fails before any run
-    finished = {_run_key(r) for r in done}
-    _start_output(out, args)
-    commit = cfg_mod.git_commit()
     grid = [(seed, name) for seed in args.seed for name in (args.ablation or [None])]
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
+    grid, finished, commit = _start_grid(args, out, done, grid)
     for seed, ablation in grid:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
         config = dataclasses.replace(config, **settings)
@@ -432,13 +434,8 @@ def _cmd_run_ckaad(args) -> int:
     rows = args.ablation or ["+patch"]
     for name in rows:
         _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
-    finished = {_run_key(r) for r in done}
-    _start_output(out, args)
-    commit = cfg_mod.git_commit()
     grid = [(c, s, a) for c in data for s in args.seed for a in rows]
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
+    grid, finished, commit = _start_grid(args, out, done, grid)
     for cat, seed, ablation in grid:
         config = dataclasses.replace(base.ablation(ablation), seed=seed, **settings)
         row = {"method": "ckaad", "variant": "paper", "ablation": ablation,
@@ -496,12 +493,7 @@ def _cmd_run_knn(args) -> int:
     else:
         data = {c: (train, test) for c, train, test in _datasets(args)}
     grid = [(c, e, s) for c in data for e in args.contamination for s in args.seed]
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
-    finished = {_run_key(r) for r in done}
-    _start_output(out, args)
-    commit = cfg_mod.git_commit()
+    grid, finished, commit = _start_grid(args, out, done, grid)
     for cat, eps, seed in grid:
         config = dataclasses.replace(base, seed=seed)
         row = {"method": "knn", "variant": "patchcore", "ablation": "kNN", "setting": "", "dataset": args.data,
@@ -663,12 +655,7 @@ def _cmd_run_ahl(args) -> int:
                 for seen_class in (seen if setting == "hard" else [None]):
                     open_set_split(train, test, setting, shots, 0, seen_class)  # a bad split fails before any work
                     grid += [(cat, train, test, setting, shots, seen_class, seed) for seed in args.seed]
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
-    finished = {_run_key(r) for r in done}
-    _start_output(out, args)
-    commit = cfg_mod.git_commit()
+    grid, finished, commit = _start_grid(args, out, done, grid)
     banks = {}
     for cat, train, test, setting, shots, seen_class, seed in grid:
         config = dataclasses.replace(base, seed=seed)

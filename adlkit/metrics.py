@@ -178,3 +178,12 @@ def pixel_metrics(maps, masks, prefix: str = "", with_aupro: bool = True) -> dic
     if with_aupro:
         out[f"{prefix}pixel_AUPRO"] = aupro(maps, masks)
     return out
+
+
+def evaluate(scores, maps, labels, masks) -> dict:
+    """A test set's scores [N] and maps [N, H, W] with what they support: ``{"scores", "maps", "labels"}`` plus
+    :func:`image_metrics` and :func:`pixel_metrics` (dataset-level; none when the masks are empty)."""
+    result = {"scores": _np(scores), "maps": maps, "labels": _np(labels)}
+    result.update(image_metrics(result["scores"], result["labels"]))
+    result.update(pixel_metrics(maps, masks))
+    return result

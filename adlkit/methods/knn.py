@@ -161,11 +161,7 @@ def score_knn(model: KNNModel, test: ImageDataset, device=None) -> dict:
     device = torch.device(device) if device is not None else model.bank.device
     cache = cache_tensors(test, device)
     out = predict(model, cache.images)
-    labels = cache.anomalous.cpu().numpy()
-    result = {"scores": out["scores"].numpy(), "maps": out["maps"], "labels": labels}
-    result.update(metrics.image_metrics(result["scores"], labels))
-    result.update(metrics.pixel_metrics(out["maps"], cache.masks[:, 0].cpu()))
-    return result
+    return metrics.evaluate(out["scores"], out["maps"], cache.anomalous.cpu().numpy(), cache.masks[:, 0].cpu())
 
 
 def run_knn(config: KNNConfig, train: ImageDataset, test: ImageDataset, ratio: float = 0.0, device=None,
