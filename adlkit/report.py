@@ -41,7 +41,8 @@ PAPERS = {
            "Detection.* CVPR 2024 (arXiv:2310.12790)",
 }
 BASELINE = ("K. Roth et al. *Towards Total Recall in Industrial Anomaly Detection* (PatchCore), CVPR 2022: "
-            "`adlkit.methods.knn`, frozen features, 10% greedy coreset (1% on ELPV), max patch distance")
+            "`adlkit.methods.knn`, frozen features, max patch distance, a 10% greedy coreset (1% for ELPV, at 128 px, and "
+            "for the bank of all classes mixed)")
 
 # ----------------------------------------------------------------------------- result files and their keys
 RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "image_size", "wall_seconds", "commit")

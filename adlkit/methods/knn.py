@@ -16,8 +16,11 @@ Anomaly Detection* (PatchCore), CVPR 2022. Nothing is trained:
   to the image (bilinear) and smoothed with a Gaussian (sigma = 4 px).
 
 CPU design: features come from :func:`adlkit.methods.adl.featurize` (remembered per image, so runs on
-the same images featurise once); the coreset is one matrix-vector product per selected patch; the
-nearest-neighbour search is chunked ``torch.cdist``. Differences from the paper: the backbone defaults to
+the same images featurise once); the coreset is one matrix-vector product per selected patch, on a
+32-dimensional projection (PatchCore's code: 128; a step reads the whole projected bank, so 32 dimensions make
+it 5-8x faster on a CPU, and measured over 3 classes x 3 seeds at 128 px the 10% coreset's AUROC stays as
+close to the full bank's as with 128); the nearest-neighbour search is chunked ``torch.cdist`` in the
+full feature space. Differences from the paper: the backbone defaults to
 EfficientNet-Lite0 (levels 2 and 3: 40 + 112 channels at strides 8 and 16; its ImageNet weights install
 offline), the features are not pooled to a fixed dimension, and the image score is the plain maximum.
 """
@@ -51,7 +54,7 @@ class KNNConfig:
     image_size: int = 256  # the paper: 256 resized, 224 centre crop
     patch_size: int = 3  # p: the neighbourhood each patch feature averages over (Sec. 3.1)
     coreset_ratio: float = 0.1  # the share of patches the bank keeps (the paper: 1-25%; 1.0 = the full bank)
-    projection_dim: int = 128  # the random projection the greedy selection runs on
+    projection_dim: int = 32  # the random projection the greedy selection runs on (PatchCore's code: 128; see above)
     sigma: float = 4.0  # Gaussian smoothing of the upsampled maps, in pixels (the paper: 4)
     seed: int = 0  # the projection and the coreset's first patch
 
@@ -84,7 +87,7 @@ def patch_features(levels: list[torch.Tensor], patch_size: int = 3) -> torch.Ten
 
 
 @torch.no_grad()
-def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:
+def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projection_dim: int = 32) -> torch.Tensor:
     """Indices of ceil(ratio * N) rows of ``features`` [N, C] chosen by greedy k-center selection (PatchCore's
     Algorithm 1): after a random first row, each step adds the row farthest from all rows chosen so far,
     measured on a random Gaussian projection to ``projection_dim`` dimensions. Seeded: the same seed, the
