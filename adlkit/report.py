@@ -191,7 +191,8 @@ HEADLINES = [
                {"source": "—", "dataset": "ELPV", "setting": f"contamination {eps:.0%}", "method": "ADL"},
                Select("cli_adl_elpv.json", {"ablation": "+ soft deviation", "contamination": eps}, average=None),
                _knn_elpv("general", eps),
-               "the paper does not test on ELPV; ELPV's open-set protocol (probability 0 vs 1, normals split 75/25)")
+               "the paper does not test on ELPV; ELPV's open-set protocol (probability 0 vs 1, normals split 75/25); "
+               "kNN: 128 px, 1% coreset")
       for eps in (0.0, 0.1)],
     Headline("multi-cue ADL", "fused score, 10 shots, 10% contamination", "image_AUROC",
              {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
@@ -230,20 +231,20 @@ HEADLINES = [
     *[Headline("CKAAD", f"{name} ({row}) on ELPV", "image_AUROC",
                {"source": "—", "dataset": "ELPV", "setting": "", "method": name},
                Select("cli_ckaad_elpv.json", {"ablation": row}, average=None), _knn_elpv("general"),
-               "the paper does not test on ELPV; ELPV's open-set protocol, 128 px (kNN: 256 px)")
+               "the paper does not test on ELPV; ELPV's open-set protocol (kNN: 1% coreset)")
       for name, row in (("Recon", "recon"), ("CKAPatch", "+patch"))],
     *[Headline("AHL", f"{method}, {setting}, {shots} shot{'s' if shots > 1 else ''}", "image_AUROC",
                {"source": "Table 1" if setting == "general" else "Table 2", "dataset": "ELPV",
                 "setting": f"{setting}, {shots} shot{'s' if shots > 1 else ''}", "method": paper_method},
                _ahl(method, setting, shots), _knn_elpv(setting),
                "features of a frozen ImageNet backbone (the paper: a fine-tuned DevNet); 30 epochs × 20 meta-iterations"
-               + ("; hard: the mean over the seen cell type" if setting == "hard" else ""))
+               + ("; hard: the mean over the seen cell type" if setting == "hard" else "") + "; kNN: 128 px, 1% coreset")
       for setting in ("general", "hard") for shots in (10, 1)
       for method, paper_method in (("DevNet", "DevNet"), ("AHL", "AHL (DevNet)"))],
     Headline("AHL", "PatchCore / kNN, unsupervised", "image_AUROC",
              {"source": "Table 4", "dataset": "ELPV", "setting": "unsupervised (no labelled anomalies)",
               "method": "PatchCore"}, _knn_elpv("general"), None,
-             "adlkit's kNN baseline against the paper's PatchCore; 1% coreset"),
+             "adlkit's kNN baseline (1% coreset) against the paper's PatchCore"),
 ]
 
 
