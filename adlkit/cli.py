@@ -175,6 +175,8 @@ def config_changes(config_class, assignments: list[str]) -> dict:
             raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
         if name not in defaults:
             raise ValueError(f"--set {name}: {config_class.__name__} has no such field; fields: {sorted(defaults)}")
+        if name == "image_size":
+            raise ValueError("--set image_size: set the image size with --image-size (the data are loaded at it)")
         changes[name] = _parse_value(name, text, defaults[name])
     return changes
 
@@ -186,9 +188,10 @@ METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO")
 
 
 def _run_key(row: dict) -> str:
-    """What makes a run the same run: every distinguishing field, the seed and the whole config."""
-    return json.dumps({**{k: row.get(k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config")},
-                      sort_keys=True, default=str)
+    """What makes a run the same run: every distinguishing field, the seed, the whole config (and the classes
+    of a model trained on several mixed)."""
+    return json.dumps({**{k: row.get(k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config"),
+                       **({"classes": row["classes"]} if row.get("classes") else {})}, sort_keys=True, default=str)
 
 
 def _summary(row: dict) -> str:
@@ -301,14 +304,19 @@ def _datasets(args) -> list[tuple[str, object, object]]:
 
     if args.data == "elpv":
         if args.category or args.all_categories:
-            raise ValueError("ELPV has no categories: drop --category/--all-categories")
+            raise ValueError("ELPV has no categories: drop --category/--all-categories (AHL's hard setting names "
+                             "its seen classes, the cell types, with --seen-class mono poly, or all)")
         return [("elpv", *elpv(args.image_size, protocol="open_set"))]
-    if args.data.startswith("visa:"):
+    if args.data.partition(":")[0] == "visa":
+        if not args.data.partition(":")[2]:
+            raise ValueError("--data visa needs the dataset's folder: --data visa:/path/to/VisA (holding split_csv/)")
         root = Path(args.data.partition(":")[2]).expanduser()
         available = visa_categories(root)
         cats = available if args.all_categories else (args.category or [])
-        if not cats or any(c not in available for c in cats):
-            raise ValueError(f"name VisA categories with --category (available: {available}) or pass --all-categories")
+        unknown = [c for c in cats if c not in available]
+        if not cats or unknown:
+            raise ValueError((f"VisA has no category {unknown[0]!r}; " if unknown else "") + "name VisA categories "
+                             f"with --category (available: {available}) or pass --all-categories")
         return [(c, visa_from_split_csv(root, c, "train", args.image_size),
                  visa_from_split_csv(root, c, "test", args.image_size)) for c in cats]
     root, cats = _categories(args)
@@ -522,7 +530,8 @@ def _cmd_run_knn(args) -> int:
             kinds = [s.defect for s in r["split"].test.samples]
             for seen in types:
                 keep = [i for i, (k, s) in enumerate(zip(kinds, r["split"].test.samples)) if s.truth == 0 or k != seen]
-                rows.append({**row, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
+                general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
+                rows.append({**general, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
                              **metrics.image_metrics(r["scores"][keep], r["labels"][keep])})
         if out is not None:
             training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only

@@ -18,7 +18,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["aupro", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr", "pixel_auroc", "pixel_metrics",
+__all__ = ["aupro", "evaluate", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr", "pixel_auroc",
+           "pixel_metrics",
            "pro_curve"]
 
 

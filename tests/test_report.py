@@ -60,6 +60,13 @@ def test_a_row_is_the_class_mean_per_seed_then_mean_and_std_over_seeds(results_d
     assert row["paper"] is None and row["diff"] is None and row["ours"].mean == pytest.approx(0.87)
 
 
+def test_seeds_that_cover_different_classes_are_an_error(results_dir):
+    runs = json.loads((results_dir / "cli_adl_robustness.json").read_text())
+    (results_dir / "cli_adl_robustness.json").write_text(json.dumps(runs[:3]))  # seed 1 lost its capsule run
+    with pytest.raises(ValueError, match="do not cover the same values of category.*--resume"):
+        R.headline_rows(R.load_results(results_dir), PAPER, [HEADLINE])
+
+
 def test_an_unknown_key_or_a_missing_field_names_the_file_and_the_fix(results_dir):
     runs = json.loads((results_dir / "cli_knn.json").read_text())
     runs[1]["image_AUROCC"] = 0.5
@@ -99,8 +106,10 @@ def test_the_repository_papers_table_matches_the_headlines_it_names():
 
 def test_wall_times_count_a_run_once_and_divide_a_mixed_model_by_its_classes():
     rows = [_run("ahl", "elpv", 0, 0.8, ablation=a, wall_seconds=100.0) for a in ("DevNet", "AHL")]
+    rows += [_run("adl", "tile", s, 0.8, wall_seconds=10.0) for s in (0, 1)]  # two runs, the same wall time
     rows += [_run("cada:cada", c, 0, 0.9, wall_seconds=500.0, classes=["a", "b", "c", "d", "e"]) for c in ("a", "pooled")]
-    (ahl, cada) = R.wall_times({"x.json": rows})
+    (adl, ahl, cada) = R.wall_times({"x.json": rows})
+    assert (adl["method"], adl["runs"]) == ("adl", 2)
     assert (ahl["method"], ahl["runs"], ahl["median_s"]) == ("ahl", 1, 100.0)
     assert (cada["method"], cada["runs"], cada["median_s"], cada["n_classes"]) == ("cada", 1, 100.0, 5)
 
@@ -113,7 +122,7 @@ def test_check_fails_when_a_result_changes_and_passes_once_the_report_is_rewritt
     assert main(["report", "--root", str(root)]) == 0
     readme = (root / "README.md").read_text()
     assert readme.startswith("# x\n<!-- results:start -->\n## What adlkit reproduces") and readme.endswith("rest\n")
-    assert "| adl | synthetic | 256 px | frozen | 2 | 10 s (10–10 s) | `cli_adl_robustness.json` |" in readme
+    assert "| adl | synthetic | 256 px | frozen | 4 | 10 s (10–10 s) | `cli_adl_robustness.json` |" in readme
     assert (root / "figures" / "REPORT.md").read_text().startswith("# adlkit reproduction report")
     assert R.check_report(root) == [] and main(["report", "--check", "--root", str(root)]) == 0
     runs = json.loads((results_dir / "cli_knn.json").read_text())

@@ -90,8 +90,9 @@ def patch_features(levels: list[torch.Tensor], patch_size: int = 3) -> torch.Ten
 def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projection_dim: int = 32) -> torch.Tensor:
     """Indices of ceil(ratio * N) rows of ``features`` [N, C] chosen by greedy k-center selection (PatchCore's
     Algorithm 1): after a random first row, each step adds the row farthest from all rows chosen so far,
-    measured on a random Gaussian projection to ``projection_dim`` dimensions. Seeded: the same seed, the
-    same indices. ``ratio=1.0`` returns every index."""
+    measured on a random Gaussian projection to ``projection_dim`` dimensions (when that is fewer than C;
+    0 or ``None`` measures in the features themselves). Seeded: the same seed, the same indices.
+    ``ratio=1.0`` returns every index."""
     n = features.shape[0]
     m = max(1, math.ceil(ratio * n))
     if m >= n:
@@ -114,9 +115,11 @@ def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projecti
 
 @torch.no_grad()
 def nearest_distances(bank: torch.Tensor, queries: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Euclidean distance of every query row [Q, C] to its nearest bank row [M, C] -> [Q] (chunked cdist)."""
+    """Euclidean distance of every query row [Q, C] to its nearest bank row [M, C] -> [Q] (chunked cdist: at most
+    ``chunk`` queries, and at most 2^26 distances (256 MB), at a time)."""
     if queries.shape[0] == 0:
         return queries.new_zeros(0)
+    chunk = max(1, min(chunk, 2**26 // max(1, bank.shape[0])))
     return torch.cat([torch.cdist(q, bank).min(1).values for q in queries.float().split(chunk)])
 
 
