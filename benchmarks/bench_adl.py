@@ -29,7 +29,7 @@ import time
 import torch
 
 from adlkit import data as D
-from adlkit import training
+from adlkit import features, training
 from adlkit.losses import reference_stats
 from adlkit.methods import adl
 
@@ -92,16 +92,16 @@ def frozen_run(config: adl.ADLConfig, train, device) -> tuple[float, float]:
     """(whole frozen run, its featurisation floor) in seconds, each from empty caches."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ADLKIT_CACHE"] = tmp
-        adl._MEMO.clear()
-        adl._IMAGE_FEATURES.clear()
+        features._MEMO.clear()
+        features._IMAGE_FEATURES.clear()
         t0 = time.perf_counter()
         with training.seeded(config.seed):
             model = adl.ADLModel(config).to(device)
         data = adl.prepare_data(config, model, train, device)  # featurise the images and the pool once
         floor = time.perf_counter() - t0
         del data
-        adl._MEMO.clear()
-        adl._IMAGE_FEATURES.clear()
+        features._MEMO.clear()
+        features._IMAGE_FEATURES.clear()
         os.environ["ADLKIT_CACHE"] = os.path.join(tmp, "again")
         t0 = time.perf_counter()
         adl.train_adl(config, train, device)

@@ -45,6 +45,7 @@ from _timing import best_time, print_wall  # benchmarks/ is on sys.path when a s
 from scipy import ndimage
 from torchvision.transforms.v2 import functional as TF
 
+from adlkit import features
 from adlkit.losses import cosine_reconstruction_loss
 from adlkit.methods import adl, cada
 from adlkit.models import backbone
@@ -193,7 +194,7 @@ def main(argv=None):
         maps_s = (time.perf_counter() - t0) * (N_TRAIN + N_TEST) / 32
         it_s = BATCH / rd_rate[t]["cached"]
         rows[t] = (it_s, head_s, feat_s, maps_s)
-    adl._IMAGE_FEATURES.clear()
+    features._IMAGE_FEATURES.clear()
     torch.set_num_threads(start_threads)
 
     print(f"{'threads':>7s} {'RD x5000':>9s} {'RD x' + str(args.rd_iters):>9s} {'heads x' + str(args.head_iters):>11s} "

@@ -47,7 +47,7 @@ import time
 import torch
 from _timing import best_time, print_wall  # benchmarks/ is on sys.path when a script runs
 
-from adlkit import metrics
+from adlkit import features, metrics
 from adlkit.methods import adl, ckaad
 from adlkit.methods.ckaad import CKAADConfig
 from adlkit.models import backbone
@@ -179,13 +179,13 @@ def main(argv=None):
                     step_rate[t, s, row, m] = steps[s] * BATCH / best[row, m]
                 step_share[t, s, row] = share[row, "a"]
 
-        fns = {"uncached": lambda: (adl._IMAGE_FEATURES.clear(), ckaad.predict(scorer, test)),
+        fns = {"uncached": lambda: (features._IMAGE_FEATURES.clear(), ckaad.predict(scorer, test)),
                "cached": lambda: ckaad.predict(scorer, test)}  # runs after "uncached": the levels are remembered
         best, share = best_time(fns, args.rounds)
         for m in fns:
             score_rate[t, m] = N_TEST / best[m]
         score_share[t] = share["cached"]
-    adl._IMAGE_FEATURES.clear()
+    features._IMAGE_FEATURES.clear()
 
     print(f"1. frozen backbone (levels 1-3), and elastic warps at 128 px, batch {BATCH} (images/s)")
     print(f"{'threads':>7s} {'size':>5s} {'backbone':>9s} {'s / image':>10s} {'CPU share':>10s} {'warp':>8s}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adlkit import data as D
-from adlkit import training
+from adlkit import features, training
 from adlkit.losses import reference_stats
 from adlkit.methods import adl
 from adlkit.methods.adl import (
@@ -340,7 +340,7 @@ def test_the_pseudo_pool_is_reproducible_from_its_seed(tile, tmp_path, monkeypat
     cfg = tiny(train_backbone=False, pool_size=12)
 
     def build(cache, config, global_seed):
-        adl._MEMO.clear()
+        features._MEMO.clear()
         monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / cache))
         torch.manual_seed(global_seed)  # the pool must not depend on the global RNG
         return adl.pseudo_pool(config, net, images)
@@ -357,7 +357,7 @@ def test_the_pseudo_pool_is_reproducible_from_its_seed(tile, tmp_path, monkeypat
     d = build("c", replace(cfg, seed=1), 1)
     assert not torch.equal(a.masks, d.masks)
     assert not torch.equal(a.features[0], d.features[0])
-    adl._MEMO.clear()
+    features._MEMO.clear()
 
 
 def test_frozen_image_scores_do_not_depend_on_the_segmentation_head(tile):

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from adlkit import data as D
+from adlkit import features
 from adlkit.data import cache_tensors
 from adlkit.losses import cosine_reconstruction_loss
-from adlkit.methods import adl, ckaad
+from adlkit.methods import ckaad
 from adlkit.methods.adl import featurize
 from adlkit.methods.ckaad import ABLATIONS, CKAADConfig, CKAADData
 from adlkit.models.ckaad import ImageDiscriminator, PatchDiscriminator
@@ -393,7 +394,7 @@ def test_perlin_bank_is_seeded_and_paired_and_fresh_warps_train(tile):
     cfg = CKAADConfig(image_size=64, pretrained=False, anomalies="perlin", n_warps=2, steps=4, log_every=2)
     model = ckaad.build_model(cfg, "cpu")
     a = ckaad.prepare_data(cfg, model, train, "cpu")
-    adl._MEMO.clear()  # make the bank again, not from the process's memo
+    features._MEMO.clear()  # make the bank again, not from the process's memo
     b = ckaad.prepare_data(cfg, model, train, "cpu")
     assert a.paired and len(a.anomalous[0]) == 2 * len(a.normal[0])
     assert all(torch.equal(x, y) for x, y in zip(a.anomalous, b.anomalous))

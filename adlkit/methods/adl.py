@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from torch import nn
 from .. import metrics, training
 from ..config import cache_dir
 from ..data import ImageDataset, cache_tensors
+from ..features import backbone_key, features, featurize, images_key, remember
 from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, z_score
 from ..models.backbone import backbone as make_backbone
 from ..models.backbone import conv1x1_on_levels
@@ -184,64 +184,8 @@ class ADLModel(nn.Module):
         return self.heads(self.backbone(x), seg_size or x.shape[-2:], seg)
 
 
-# ----------------------------------------------------------------------------- frozen setting: cached features
-_MEMO: OrderedDict = OrderedDict()  # (backbone, what) -> features: reused by every run in this process
-_MEMO_LIMIT = 4  # pools are ~0.4 GB each (Lite0, 256 px, 1000); they are on disk too
-
-
-def _backbone_key(net) -> tuple:
-    """Which backbone made a feature: name, weights, levels and a checksum of the stem's first weights (it
-    tells seeded random initialisations apart). A frozen backbone is never changed in place."""
-    first = next(net.parameters())
-    return (net.name, net.weights, tuple(net.levels), net.normalize, float(first.detach().double().sum()))
-
-
-def _images_key(images: torch.Tensor) -> str:
-    return hashlib.sha1(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def _remember(key, make):
-    if key not in _MEMO:
-        _MEMO[key] = make()
-        while len(_MEMO) > _MEMO_LIMIT:
-            _MEMO.popitem(last=False)
-    _MEMO.move_to_end(key)
-    return _MEMO[key]
-
-
-_IMAGE_FEATURES: OrderedDict = OrderedDict()  # (backbone, image hash) -> that image's levels
-_IMAGE_LIMIT = 4000  # images (about 360 KB each for Lite0 at 256 px)
-
-
-@torch.no_grad()
-def featurize(net, images: torch.Tensor, batch_size: int = 32) -> list[torch.Tensor]:
-    """A frozen backbone's levels for ``images`` (uint8 or float in [0, 1], [N, 3, S, S]), in batches.
-
-    Remembered image by image (per backbone and image content) for the rest of the process, so runs
-    that share images (the clean training images of every contamination level, the test set) featurise
-    each of them once.
-    """
-    bkey = _backbone_key(net)
-    keys = [(bkey, _images_key(im)) for im in images]
-    todo = [i for i, k in enumerate(keys) if k not in _IMAGE_FEATURES]
-    if todo:
-        was = net.training
-        net.eval()
-        device = next(net.parameters()).device
-        for chunk in torch.tensor(todo).split(batch_size):
-            x = images[chunk].to(device)
-            levels = _features(net, x.float() / 255 if x.dtype == torch.uint8 else x.float())
-            for j, i in enumerate(chunk.tolist()):
-                _IMAGE_FEATURES[keys[i]] = [m[j].contiguous() for m in levels]
-        net.train(was)
-    for k in keys:
-        _IMAGE_FEATURES.move_to_end(k)
-    out = [torch.stack(level) for level in zip(*(_IMAGE_FEATURES[k] for k in keys))] if keys else []
-    while len(_IMAGE_FEATURES) > max(_IMAGE_LIMIT, len(keys)):
-        _IMAGE_FEATURES.popitem(last=False)
-    return out
-
-
+# ----------------------------------------------------------------------------- frozen setting: a pseudo-anomaly pool
+# (the features of images are computed once, by adlkit.features)
 @dataclass
 class PseudoPool:
     """Frozen setting: ``size`` pseudo-anomalies, their masks (bool [P, 1, S, S]) and backbone levels."""
@@ -264,8 +208,8 @@ def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk
     """
     device = torch.device(device) if device is not None else next(net.parameters()).device
     pseudo = PseudoAnomaly(config.image_size, sources=config.sources, beta_range=config.beta_range, device=device)
-    key = (_backbone_key(net), "pool", config.pool_size, config.seed, config.image_size, tuple(config.beta_range),
-           pseudo.source_kind, _images_key(images))
+    key = (backbone_key(net), "pool", config.pool_size, config.seed, config.image_size, tuple(config.beta_range),
+           pseudo.source_kind, images_key(images))
 
     def compute():
         path = cache_dir() / "pools" / f"{hashlib.sha1(repr(key).encode()).hexdigest()[:20]}.pt"
@@ -284,17 +228,11 @@ def pseudo_pool(config: ADLConfig, net, images: torch.Tensor, device=None, chunk
         feats, masks = [], []
         for idx in bases.split(chunk):
             fake, mask, _ = pseudo(images[idx].to(device).float() / 255, g_synth)
-            feats.append(_features(net, fake))
+            feats.append(features(net, fake))
             masks.append(mask.bool())
         return PseudoPool([torch.cat(level) for level in zip(*feats)], torch.cat(masks), pseudo.source_kind)
 
-    return _remember(key, compute)
-
-
-@torch.no_grad()
-def _features(net, x: torch.Tensor) -> list[torch.Tensor]:
-    """Levels of a frozen backbone (in eval mode) for float images, not remembered (pool members are seen once)."""
-    return [m.contiguous() for m in net(x.contiguous(memory_format=torch.channels_last))]
+    return remember(key, compute)
 
 
 # ----------------------------------------------------------------------------- data and batches

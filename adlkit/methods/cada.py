@@ -50,10 +50,10 @@ import torch.nn.functional as F
 
 from .. import metrics, training
 from ..data import ImageDataset, cache_tensors
+from ..features import featurize
 from ..losses import cosine_reconstruction_loss, smooth_l1
 from ..models import backbone as make_backbone
 from ..models.rd import DistributionHead, ReverseDistillation, anomaly_map, image_score
-from .adl import featurize
 
 __all__ = ["CADAConfig", "ABLATIONS", "VARIANTS", "HEADS", "CADAModel", "per_class_subset", "train_rd", "rd_outputs",
            "map_stats", "class_stats", "regression_loss", "train_heads", "align", "alignment", "score_cada",

@@ -40,12 +40,12 @@ import torch.nn.functional as F
 
 from .. import metrics, training
 from ..data import ImageDataset, cache_tensors
+from ..features import backbone_key, featurize, images_key, remember
 from ..losses import cosine_reconstruction_loss, energy
 from ..models import backbone as make_backbone
 from ..models.ckaad import FeatureAE, ImageDiscriminator, PatchDiscriminator
 from ..models.rd import anomaly_map
 from ..synth import PseudoAnomaly, elastic_anomalies
-from .adl import _backbone_key, _images_key, _remember, featurize
 
 __all__ = ["CKAADConfig", "ABLATIONS", "CKAADModel", "CKAADData", "prepare_data", "discriminator_energy",
            "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "score_ckaad", "run_ckaad"]
@@ -187,9 +187,9 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
                 raise ValueError("fresh_warps applies to elastic warps; use anomalies='elastic' or fresh_warps=False")
             return CKAADData(normal, [], paired=True, images=images)
         # one bank per class, backbone and setting, shared by every row of a grid in this process
-        key = (_backbone_key(model.backbone), config.anomalies, _images_key(images), config.n_warps, config.warp_alpha,
+        key = (backbone_key(model.backbone), config.anomalies, images_key(images), config.n_warps, config.warp_alpha,
                config.warp_sigma, config.seed, getattr(corrupt, "source_kind", None))
-        return CKAADData(normal, _remember(key, make_bank), paired=True)
+        return CKAADData(normal, remember(key, make_bank), paired=True)
     if config.anomalies == "real":
         if shots is None or len(shots) == 0:
             raise ValueError("anomalies='real' needs labelled anomalies: pass shots (data.few_shot) or use --shots N")

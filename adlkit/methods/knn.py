@@ -15,7 +15,7 @@ Anomaly Detection* (PatchCore), CVPR 2022. Nothing is trained:
   is the largest patch anomaly (eq. 6 without its re-weighting); the map is the patch anomalies upsampled
   to the image (bilinear) and smoothed with a Gaussian (sigma = 4 px).
 
-CPU design: features come from :func:`adlkit.methods.adl.featurize` (remembered per image, so runs on
+CPU design: features come from :func:`adlkit.features.featurize` (remembered per image, so runs on
 the same images featurise once); the coreset is one matrix-vector product per selected patch, on a
 32-dimensional projection (PatchCore's code: 128; a step reads the whole projected bank, so 32 dimensions make
 it 5-8x faster on a CPU, and measured over 3 classes x 3 seeds at 128 px the 10% coreset's AUROC stays as
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from .. import metrics
 from ..data import ImageDataset, cache_tensors
+from ..features import featurize
 from ..models import backbone as make_backbone
 from ..models.rd import gaussian_smooth
-from .adl import featurize
 
 __all__ = ["KNNConfig", "KNNModel", "patch_features", "greedy_coreset", "nearest_distances", "fit_knn",
            "predict", "score_knn", "run_knn"]
