@@ -296,10 +296,11 @@ def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
     return root, cats
 
 
-def _datasets(args) -> list[tuple[str, object, object]]:
+def _datasets(args, root: Path | None = None) -> list[tuple[str, object, object]]:
     """(category, train, test) for every category asked for: MVTec-layout folders (the built-in synthetic set
-    too), or ELPV (``--data elpv``: its open-set protocol, normal = defect probability 0 split 75/25 once,
-    anomaly = probability 1, image labels only; see :func:`adlkit.data.elpv`)."""
+    too, or the folder ``root`` when given), VisA (``visa:PATH``), or ELPV (``--data elpv``: its open-set
+    protocol, normal = defect probability 0 split 75/25 once, anomaly = probability 1, image labels only; see
+    :func:`adlkit.data.elpv`)."""
     from .data import MVTecLike, elpv, visa_categories, visa_from_split_csv
 
     if args.data == "elpv":
@@ -319,7 +320,7 @@ def _datasets(args) -> list[tuple[str, object, object]]:
                              f"with --category (available: {available}) or pass --all-categories")
         return [(c, visa_from_split_csv(root, c, "train", args.image_size),
                  visa_from_split_csv(root, c, "test", args.image_size)) for c in cats]
-    root, cats = _categories(args)
+    root, cats = _categories(args, root)
     return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
             for c in cats]
 
@@ -527,10 +528,9 @@ def _cmd_run_knn(args) -> int:
         rows = [row]
         types = anomaly_types(r["split"].test)
         if args.data == "elpv" and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
-            kinds = [s.defect for s in r["split"].test.samples]
+            general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
             for seen in types:
-                keep = [i for i, (k, s) in enumerate(zip(kinds, r["split"].test.samples)) if s.truth == 0 or k != seen]
-                general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
+                keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect != seen]
                 rows.append({**general, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
                              **metrics.image_metrics(r["scores"][keep], r["labels"][keep])})
         if out is not None:
@@ -618,13 +618,11 @@ def collect_rows(rows: list[dict]) -> list[dict]:
 def _ahl_data(args) -> list[tuple[str, object, object]]:
     """(category, train, test) for ``run ahl``: ELPV's open-set protocol, or one per MVTec-layout category
     (the built-in synthetic set with 20 test anomalies per defect type, so the hard setting has some left)."""
-    from .data import MVTecLike, synthetic
+    from .data import synthetic
 
     if args.data != "synthetic":
         return _datasets(args)
-    root, cats = _categories(args, synthetic(image_size=args.image_size, n_test_per_defect=20))
-    return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
-            for c in cats]
+    return _datasets(args, synthetic(image_size=args.image_size, n_test_per_defect=20))
 
 
 def _cmd_run_ahl(args) -> int:

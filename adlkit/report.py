@@ -130,8 +130,8 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[dict]:
 # ----------------------------------------------------------------------------- which rows answer which
 @dataclass(frozen=True)
 class Select:
-    """Runs of one result file: ``where`` field -> value (a tuple: any of these), ``average`` the field
-    averaged within a seed (``None``: exactly one run per seed)."""
+    """Runs of one result file: ``where`` field -> value, ``average`` the field averaged within a seed
+    (``None``: exactly one run per seed)."""
 
     file: str
     where: dict
@@ -175,6 +175,9 @@ def _ahl(row: str, setting: str, shots: int) -> Select:
     return Select("cli_ahl.json", where, average="seen_class" if setting == "hard" else None)
 
 
+_KNN_UNIFIED = Select("cli_knn_unified.json", _SYN, average=None)  # one bank for all the classes mixed
+
+
 def _knn_elpv(setting: str = "general", eps: float = 0.0) -> Select:
     return Select("cli_knn_elpv.json", {"open_set": setting, "contamination": eps},
                   average="seen_class" if setting == "hard" else None)
@@ -200,21 +203,20 @@ HEADLINES = [
              "frozen backbone; one seed; the 10 shots are taken out of the test set (kNN: scored on all of it)"),
     Headline("multi-cue ADL", "segmentation maps, 10 shots, 10% contamination", "seg_pixel_AUROC",
              {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
-             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"),
-             Select("cli_knn.json", {**_SYN, "contamination": 0.1, "image_size": 256}),
+             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"), _knn(0.1),
              "multi-cue: over the anomalous test images (as the paper); kNN: its smoothed maps over all test images"),
     Headline("CADA", "RD, one threshold for all classes (pooled)", "image_AUROC",
              {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
-              "method": "RD"}, _cada("unaligned"), Select("cli_knn_unified.json", {**_SYN}, average=None),
+              "method": "RD"}, _cada("unaligned"), _KNN_UNIFIED,
              "kNN: one memory bank for the five classes mixed"),
     Headline("CADA", "RD + CADA, pooled", "image_AUROC",
              {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
-              "method": "RD + CADA"}, _cada("cada"), Select("cli_knn_unified.json", {**_SYN}, average=None),
+              "method": "RD + CADA"}, _cada("cada"), _KNN_UNIFIED,
              "a reconstruction from the paper (no training code released); 1,500 reconstruction and 2,000 head "
              "iterations (the paper: 5,000 each)"),
     Headline("CADA", "RD + CADA, pooled pixels", "pixel_AUROC",
              {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
-              "method": "RD + CADA"}, _cada("cada"), Select("cli_knn_unified.json", {**_SYN}, average=None)),
+              "method": "RD + CADA"}, _cada("cada"), _KNN_UNIFIED),
     Headline("CADA", "RD, per class (mean over classes)", "image_AUROC",
              {"source": "main results", "dataset": "MVTec AD", "setting": "per class, mean over classes", "method": "RD"},
              _cada("unaligned", "mean"), _knn(0.0), "kNN: one bank per class"),
@@ -264,11 +266,7 @@ class Stat:
 
 
 def _matches(row: dict, where: dict) -> bool:
-    for k, v in where.items():
-        options = v if isinstance(v, tuple) else (v,)
-        if row.get(k) not in options:
-            return False
-    return True
+    return all(row.get(k) == v for k, v in where.items())
 
 
 def summarise(results: dict, select: Select | None, metric: str) -> Stat:

@@ -509,10 +509,8 @@ def score_adl(model: ADLModel, test: ImageDataset, device=None, batch_size: int 
     else:
         maps = F.interpolate(out["patch"], size=size, mode="bilinear", align_corners=False)[:, 0]
         maps_from = "patch scores"
-    scores, labels = out["score"].numpy(), cache.anomalous.cpu().numpy()
-    result = {"scores": scores, "maps": maps, "labels": labels, "maps_from": maps_from}
-    result.update(metrics.image_metrics(scores, labels))
-    result.update(metrics.pixel_metrics(maps, cache.masks[:, 0].cpu()))
+    result = metrics.evaluate(out["score"], maps, cache.anomalous.cpu().numpy(), cache.masks[:, 0].cpu())
+    result["maps_from"] = maps_from
     return result
 
 
