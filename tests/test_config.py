@@ -48,3 +48,27 @@ def test_paths_follow_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path / "c"))
     assert config.data_dir() == tmp_path / "d"
     assert config.cache_dir() == tmp_path / "c"
+
+
+def test_git_commit_stamp_ignores_run_outputs_but_not_code(tmp_path, monkeypatch):
+    """A run appending to figures/results/ keeps the clean stamp; an edited code file marks it."""
+    import subprocess
+
+    from adlkit import config
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "figures" / "results").mkdir(parents=True)
+    (tmp_path / "figures" / "results" / "cli_x.json").write_text("[]")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(config, "repo_root", lambda: tmp_path)
+    clean = config.git_commit()
+    assert clean and "uncommitted" not in clean
+    (tmp_path / "figures" / "results" / "cli_x.json").write_text("[{}]")
+    assert config.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert config.git_commit() == clean + "+uncommitted changes"
