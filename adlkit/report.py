@@ -9,6 +9,8 @@ date with the result files.
 
 A cell "0.915 ± 0.012 (3)" is the mean ± std over seeds (3 of them) of the per-seed value; the per-seed
 value is the mean over the classes (or, for AHL's hard setting, over the seen classes) the row averages.
+A row whose runs no result file holds yet says "not run yet"; a grid stopped part-way (its seeds cover
+different classes) says "incomplete" and how, instead of a number.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "
 RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
             "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed", "config",
             "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
-            "gap", "clamped", "classifier_accuracy"}
+            "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean"}
 RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)$"), re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
@@ -130,10 +132,11 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[dict]:
 # ----------------------------------------------------------------------------- which rows answer which
 @dataclass(frozen=True)
 class Select:
-    """Runs of one result file: ``where`` field -> value, ``average`` the field averaged within a seed
-    (``None``: exactly one run per seed)."""
+    """Runs of one result file: ``where`` field -> value (a tuple: any of its values), ``average`` the field
+    averaged within a seed (``None``: exactly one run per seed). ``file`` may be a tuple of files: the first
+    that holds matching runs is read (a row that one grid or another may hold)."""
 
-    file: str
+    file: str | tuple
     where: dict
     average: str | None = "category"
 
@@ -142,23 +145,50 @@ class Select:
 class Headline:
     paper: str
     what: str  # the row, in words
-    metric: str
-    paper_ref: dict  # matches rows of paper_numbers.csv (source, dataset, setting, method)
+    metric: str  # adlkit's metric (a field of its runs)
+    paper_ref: dict | None  # matches rows of paper_numbers.csv (source, dataset, setting, method); None: not in the paper
     ours: Select
     knn: Select | None = None
     note: str = ""  # a difference the metadata cannot show (schedule, protocol)
+    paper_metric: str | None = None  # the paper's metric when adlkit's field is named otherwise (a cue's AUROC)
+    knn_metric: str | None = None  # the kNN's field, when not ``metric``
 
 
 _SYN = {"dataset": "synthetic"}
 _ADL_NOTE = "frozen backbone (the paper fine-tunes end to end); the paper's schedule (25 × 20 steps of 24 + 24)"
+# adlkit's ADL rows carry the names of the paper's Table 2 (adlkit.methods.adl.ABLATIONS); the robustness grid
+# (contamination levels) and the ablation grid (10%) may each hold a row: the first file that has it is read
+_ROBUSTNESS_FIRST = ("cli_adl_robustness.json", "cli_adl_ablation.json")
+_ABLATION_FIRST = ("cli_adl_ablation.json", "cli_adl_robustness.json")
+ADL_TABLE2 = ("DL", "Wt-DL", "DL-CE", "SoftDL-CE", "Wt-SoftDL-CE", "Proposed")
 
 
-def _adl(row: str, eps: float) -> Select:
-    return Select("cli_adl_robustness.json", {**_SYN, "ablation": row, "contamination": eps})
+def _adl(row: str, eps: float, files=_ROBUSTNESS_FIRST) -> Select:
+    return Select(files, {**_SYN, "ablation": row, "contamination": eps})
+
+
+def _mean_ref(source: str, method: str, eps: float, dataset: str = "MVTec AD", ablation: bool = False) -> dict:
+    """A paper's 'mean over classes' row of paper_numbers.csv (its Average row)."""
+    return {"source": source, "dataset": dataset, "method": method,
+            "setting": ("ablation, " if ablation else "") + f"contamination {eps:.0%}, mean over classes"}
 
 
 def _knn(eps: float = 0.0, size: int = 256) -> Select:
     return Select("cli_knn.json", {**_SYN, "contamination": eps, "image_size": size})
+
+
+def _multicue(eps: float = 0.1) -> Select:
+    return Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": eps})
+
+
+_PATCHCORE_NOTE = ("adlkit's kNN baseline (PatchCore-style, 10% coreset, trained on the contaminated set) against "
+                   "the paper's PatchCore (its official code, trained on the contaminated set)")
+_MC_NOTE = ("frozen backbone (the paper fine-tunes end to end); one seed; 10 labelled anomalies per class (the "
+            "paper's number is missing in its text), taken out of the test set (kNN: scored on all of it)")
+_MC_CUES = (("deviation cue alone", "Deviation Score", "cue_deviation_"),
+            ("uncertainty cue alone", "Uncertainty Score", "cue_uncertainty_"),
+            ("segmentation cue alone", "Segmentation Score", "cue_segmentation_"),
+            ("fused score", "Proposed", ""))
 
 
 def _cada(variant: str, category: str = "pooled") -> Select:
@@ -184,27 +214,42 @@ def _knn_elpv(setting: str = "general", eps: float = 0.0) -> Select:
 
 
 HEADLINES = [
+    # ADL's Table 1 (MVTec AD, mean over the 15 classes): the paper's PatchCore beside adlkit's kNN, its ADL
+    # beside adlkit's (the Table 2 row "Proposed", every ingredient on)
+    *[Headline("ADL", f"PatchCore (paper) / kNN (adlkit), {eps:.0%} contamination", "image_AUROC",
+               _mean_ref("Table 1", "PatchCore", eps), _knn(eps), None, _PATCHCORE_NOTE) for eps in (0.1, 0.15, 0.2)],
     *[Headline("ADL", f"ADL, {eps:.0%} contamination", "image_AUROC",
-               {"source": "Table 1", "dataset": "MVTec AD", "setting": f"contamination {eps:.0%}", "method": "ADL"},
-               _adl("+ soft deviation", eps), _knn(eps), _ADL_NOTE) for eps in (0.0, 0.1, 0.2)],
-    *[Headline("ADL", f"DevNet (deviation only), {eps:.0%} contamination", "image_AUROC",
-               {"source": "Table 1", "dataset": "MVTec AD", "setting": f"contamination {eps:.0%}", "method": "DevNet"},
-               _adl("deviation only", eps), _knn(eps), _ADL_NOTE) for eps in (0.0, 0.2)],
-    *[Headline("ADL", f"ADL on ELPV, {eps:.0%} contamination", "image_AUROC",
-               {"source": "—", "dataset": "ELPV", "setting": f"contamination {eps:.0%}", "method": "ADL"},
-               Select("cli_adl_elpv.json", {"ablation": "+ soft deviation", "contamination": eps}, average=None),
+               _mean_ref("Table 1", "ADL", eps) if eps else None, _adl("Proposed", eps), _knn(eps),
+               _ADL_NOTE + ("" if eps else "; the paper's Table 1 starts at 10%")) for eps in (0.0, 0.1, 0.15, 0.2)],
+    # ADL's Table 2 (MVTec AD, 10%): its six rows
+    *[Headline("ADL", f"{row}, 10% contamination (Table 2)", "image_AUROC",
+               _mean_ref("Table 2", row, 0.1, ablation=True), _adl(row, 0.1, _ABLATION_FIRST), _knn(0.1), _ADL_NOTE)
+      for row in ADL_TABLE2],
+    *[Headline("ADL", f"DL (deviation only), {eps:.0%} contamination", "image_AUROC", None, _adl("DL", eps), _knn(eps),
+               _ADL_NOTE + "; the paper's DL row is at 10% only (Table 2)") for eps in (0.0, 0.2)],
+    *[Headline("ADL", f"ADL on ELPV, {eps:.0%} contamination", "image_AUROC", None,
+               Select("cli_adl_elpv.json", {"ablation": ("Proposed", "+ soft deviation"), "contamination": eps},
+                      average=None),
                _knn_elpv("general", eps),
                "the paper does not test on ELPV; ELPV's open-set protocol (probability 0 vs 1, normals split 75/25); "
+               "adlkit's row: Proposed, or '+ soft deviation' (Wt-SoftDL-CE: no segmentation head) in runs made "
+               "before the Table 2 names; "
                "kNN: 128 px, 1% coreset")
       for eps in (0.0, 0.1)],
-    Headline("multi-cue ADL", "fused score, 10 shots, 10% contamination", "image_AUROC",
-             {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
-             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"), _knn(0.1),
-             "frozen backbone; one seed; the 10 shots are taken out of the test set (kNN: scored on all of it)"),
-    Headline("multi-cue ADL", "segmentation maps, 10 shots, 10% contamination", "seg_pixel_AUROC",
-             {"source": "Table 1", "dataset": "MVTec AD", "setting": "contamination 10%, 10 shots", "method": "multi-cue"},
-             Select("cli_multicue.json", {**_SYN, "shots": 10, "contamination": 0.1}, average="category"), _knn(0.1),
-             "multi-cue: over the anomalous test images (as the paper); kNN: its smoothed maps over all test images"),
+    # multi-cue ADL: its image table (Table 1), pixel table (Table 2) and cue ablation (Table 3)
+    *[Headline("multi-cue ADL", f"fused score, 10 shots, {eps:.0%} contamination", "image_AUROC",
+               _mean_ref("Table 1", "multi-cue", eps), _multicue(eps), _knn(eps), _MC_NOTE) for eps in (0.1, 0.15, 0.2)],
+    Headline("multi-cue ADL", "PatchCore (paper) / kNN (adlkit), 10% contamination", "image_AUROC",
+             _mean_ref("Table 1", "PatchCore", 0.1), _knn(0.1), None, _PATCHCORE_NOTE),
+    Headline("multi-cue ADL", "gradient maps, 10 shots, 10% contamination", "pixel_AUROC",
+             _mean_ref("Table 2", "multi-cue", 0.1), _multicue(0.1), _knn(0.1),
+             _MC_NOTE + "; pixel AUROC over all test images (kNN: its smoothed maps, likewise)"),
+    Headline("multi-cue ADL", "PatchCore (paper) / kNN (adlkit) maps, 10% contamination", "pixel_AUROC",
+             _mean_ref("Table 2", "PatchCore", 0.1), _knn(0.1), None, _PATCHCORE_NOTE),
+    *[Headline("multi-cue ADL", f"{what}, 10 shots, 10% (Table 3)", f"{field}image_{metric}",
+               _mean_ref("Table 3", name, 0.1, ablation=True), _multicue(0.1), _knn(0.1), _MC_NOTE,
+               paper_metric=f"image_{metric}", knn_metric=f"image_{metric}")
+      for metric in ("AUROC", "AUPR") for what, name, field in _MC_CUES],
     Headline("CADA", "RD, one threshold for all classes (pooled)", "image_AUROC",
              {"source": "main results", "dataset": "MVTec AD", "setting": "absolute-unified, pooled over classes",
               "method": "RD"}, _cada("unaligned"), _KNN_UNIFIED,
@@ -230,8 +275,7 @@ HEADLINES = [
       for name, row, metric in [("Recon", "recon", "image_AUROC"), ("CKAPatch", "+patch", "image_AUROC"),
                                 ("Recon", "recon", "pixel_AUROC"), ("CKAPatch", "+patch", "pixel_AUROC"),
                                 ("Recon", "recon", "pixel_AUPRO"), ("CKAPatch", "+patch", "pixel_AUPRO")]],
-    *[Headline("CKAAD", f"{name} ({row}) on ELPV", "image_AUROC",
-               {"source": "—", "dataset": "ELPV", "setting": "", "method": name},
+    *[Headline("CKAAD", f"{name} ({row}) on ELPV", "image_AUROC", None,
                Select("cli_ckaad_elpv.json", {"ablation": row}, average=None), _knn_elpv("general"),
                "the paper does not test on ELPV; ELPV's open-set protocol (kNN: 1% coreset)")
       for name, row in (("Recon", "recon"), ("CKAPatch", "+patch"))],
@@ -258,23 +302,32 @@ class Stat:
     n_seeds: int = 0
     n_avg: int = 0  # classes (or seen classes) averaged per seed
     runs: list = field(default_factory=list)
+    problem: str = ""  # why there is no number although runs match (a grid stopped part-way)
 
     def cell(self) -> str:
+        if self.problem:
+            return f"incomplete: {self.problem}"
         if self.mean is None:
-            return "—"
+            return "not run yet"
         return f"{self.mean:.3f} ± {self.std:.3f} ({self.n_seeds})" if self.n_seeds > 1 else f"{self.mean:.3f} (1)"
 
 
 def _matches(row: dict, where: dict) -> bool:
-    return all(row.get(k) == v for k, v in where.items())
+    return all(row.get(k) in v if isinstance(v, tuple) else row.get(k) == v for k, v in where.items())
 
 
 def summarise(results: dict, select: Select | None, metric: str) -> Stat:
     """Mean ± std over seeds of ``metric`` in the runs ``select`` picks (averaged over ``select.average``
-    within each seed first). An absent file or no matching run gives an empty :class:`Stat`."""
-    if select is None or not isinstance(results.get(select.file), list):
+    within each seed first). An absent file or no matching run gives an empty :class:`Stat` ("not run yet");
+    seeds that cover different classes (a grid stopped part-way) give one with ``problem`` and no mean."""
+    if select is None:
         return Stat()
-    runs = [r for r in results[select.file] if _matches(r, select.where) and r.get(metric) is not None]
+    runs = []
+    for name in (select.file,) if isinstance(select.file, str) else select.file:
+        if isinstance(results.get(name), list):
+            runs = [r for r in results[name] if _matches(r, select.where) and r.get(metric) is not None]
+        if runs:
+            break
     if not runs:
         return Stat()
     by_seed: dict = {}
@@ -283,9 +336,9 @@ def summarise(results: dict, select: Select | None, metric: str) -> Stat:
     if select.average:
         sets = {seed: sorted(str(r.get(select.average)) for r in rs) for seed, rs in by_seed.items()}
         if len({json.dumps(v) for v in sets.values()}) > 1:
-            raise ValueError(f"{select.file}: the seeds under {select.where} do not cover the same values of "
-                             f"{select.average} ({sets}); a grid stopped part-way? Finish it (--resume) so every "
-                             "seed averages alike")
+            counts = ", ".join(f"seed {seed}: {len(v)}" for seed, v in sorted(sets.items()))
+            return Stat(runs=runs, problem=f"the seeds cover different {select.average} values ({counts}); "
+                                           "finish the grid with --resume")
     per_seed, n_avg = [], set()
     for seed, rs in sorted(by_seed.items()):
         if select.average is None and len(rs) > 1:
@@ -345,10 +398,9 @@ def headline_rows(results: dict, papers: list[dict], headlines=HEADLINES) -> lis
     the difference to the paper and the reason they differ."""
     out = []
     for h in headlines:
-        paper = _paper_value(papers, h.paper, h.paper_ref, h.metric.removeprefix("seg_"))
+        paper = None if h.paper_ref is None else _paper_value(papers, h.paper, h.paper_ref, h.paper_metric or h.metric)
         ours = summarise(results, h.ours, h.metric)
-        knn_metric = "pixel_AUROC" if h.metric.startswith("seg_pixel") else h.metric
-        knn = summarise(results, h.knn, knn_metric)
+        knn = summarise(results, h.knn, h.knn_metric or h.metric)
         setting = _setting(ours) if ours.runs else None
         out.append({"headline": h, "paper": paper, "ours": ours, "knn": knn, "setting": setting,
                     "diff": None if paper is None or ours.mean is None else ours.mean - paper["value"],
@@ -403,18 +455,24 @@ def _paper_tables(rows: list[dict], level: str) -> list[str]:
                   "|---|---|---|---|---|---|---|---|"]
         for r in mine:
             h, p, s = r["headline"], r["paper"], r["setting"]
-            if p is None:
-                paper_cell = "not entered¹"
+            if h.paper_ref is None:
+                paper_cell = "not in the paper¹"
+            elif p is None:
+                raise ValueError(f"adlkit/paper_numbers.csv has no {h.paper} row {h.paper_ref} ({h.paper_metric or h.metric})"
+                                 f" for the headline {h.what!r}: add it, or correct the headline's paper_ref")
             else:
                 who = ", ".join(x for x in (p["source"], p["dataset"], p["backbone"]) if x)
                 paper_cell = f"{p['value']:.3f} ({who})"
             setting = (f"{s['backbone']} ({s['weights']}), {s['training']}, {s['data']}, {s['image_size']} px"
-                       if s else "not run")
-            lines.append(f"| {h.what} | {h.metric} | {paper_cell} | {r['ours'].cell()} | {r['knn'].cell()} | "
+                       if s else "not run yet²")
+            knn_cell = r["knn"].cell() if h.knn is not None else "—"
+            lines.append(f"| {h.what} | {h.metric} | {paper_cell} | {r['ours'].cell()} | {knn_cell} | "
                          f"{_fmt_diff(r['diff'])} | {setting} | {r['reason']} |")
         lines.append("")
-    lines += ["¹ *not entered*: the paper's table could not be read on this project's offline machines. Add its "
-              "row to `adlkit/paper_numbers.csv` and run `python -m adlkit report`: the cell fills in.", ""]
+    lines += ["¹ *not in the paper*: the paper reports no number for this row (another data set, or a "
+              "contamination level its tables do not have); adlkit's row is shown for comparison with the rows above.",
+              "", "² *not run yet*: no file in `figures/results/` holds these runs yet. Run the grid (`python -m adlkit "
+              "run ... --out figures/results/<file>.json`) and `python -m adlkit report`: the cell fills in.", ""]
     return lines
 
 
