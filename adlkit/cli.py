@@ -6,7 +6,9 @@
 * ``execute [NB ...] [--full] [--out build/notebooks]`` - run notebooks headless, print wall times.
 * ``run adl --data synthetic|mvtec:PATH|folder:PATH --category NAME --contamination 0.1 ...`` - train and
   score ADL over a grid of categories x contamination ratios x seeds (``--shard i/n`` runs one slice).
-* ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options.
+* ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options; its
+  shots need image labels only (``--set shot_masks=true`` or ``--variant authors``: their masks train the
+  segmentation head too, as the authors' code).
 * ``run cada --all-categories --seed 0 1 2 ...`` - CADA: one model on all the classes mixed; rows per variant
   (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``.
 * ``run ckaad --category tile --ablation recon +patch both ...`` - CKAAD, one model per class, row and seed.
@@ -195,7 +197,7 @@ def _run_key(row: dict) -> str:
 
 
 def _summary(row: dict) -> str:
-    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "grad_pixel_AUROC")
+    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "seg_pixel_AUROC")
              if row.get(k) is not None]
     return ", ".join(shown) or "no metric (the test split has one class only)"
 
@@ -875,7 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "arXiv:2601.22913)")
     _add_run_arguments(mc)
     mc.add_argument("--shots", type=int, nargs="+", default=[10],
-                    help="labelled real anomalies per class, taken out of the test set (several: a grid axis)")
+                    help="labelled real anomalies per class, taken out of the test set (several: a grid axis); "
+                         "image labels suffice: the segmentation head learns from Perlin masks (the paper), and from "
+                         "the shots' masks only with --set shot_masks=true or --variant authors (the authors' code)")
 
     cd = method_sub.add_parser("cada", help="CADA, one threshold for all classes (Guo et al., 2024, arXiv:2404.00724)")
     _add_cada_arguments(cd)

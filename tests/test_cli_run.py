@@ -187,9 +187,13 @@ def test_run_multicue_reports_every_cue(small_root, tmp_path):
     assert row["method"] == "multicue" and row["config"]["shots_per_batch"] == 2
     assert [r["n_test"] for r in rows] == [_n_test(small_root) - 1 - 1, _n_test(small_root) - 1 - 2]
     for key in ("image_AUROC", "image_AUPR", "cue_deviation_image_AUROC", "cue_uncertainty_image_AUROC",
-                "cue_segmentation_image_AUROC", "grad_pixel_AUROC", "grad_pixel_AUPRO", "seg_pixel_AUROC",
-                "seg_pixel_AUPRO"):
+                "cue_segmentation_image_AUROC", "pixel_AUROC", "pixel_AUPRO", "seg_pixel_AUROC", "seg_pixel_AUPRO",
+                "per_anomalous_image_pixel_AUROC", "seg_per_anomalous_image_pixel_AUROC", "fusion_fitted_image_AUROC"):
         assert 0.0 <= row[key] <= 1.0, key
+    assert not [k for k in row if k.startswith("grad_pixel")]  # pixel_* are over all test images (as every method)
+    # the defaults (the paper) and its departures, recorded in every row
+    assert (row["config"]["shot_masks"], row["config"]["normalization"], row["config"]["seg_sqrt"]) == (False, "fixed",
+                                                                                                        True)
 
 
 # ----------------------------------------------------------------------------- collect
@@ -208,8 +212,8 @@ def _row(method, shots, seed, **metrics):
 def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys):
     adl_rows = [_row("adl", 0, s, image_AUROC=0.6 + s / 10, pixel_AUROC=0.7 + s / 5, pixel_AUPRO=0.5)
                 for s in (0, 1)]
-    mc_rows = [_row("multicue", k, s, image_AUROC=0.8, cue_deviation_image_AUROC=0.7, grad_pixel_AUROC=0.9,
-                    grad_pixel_AUPRO=0.6 + s / 10, seg_pixel_AUROC=0.95, seg_pixel_AUPRO=None)
+    mc_rows = [_row("multicue", k, s, image_AUROC=0.8, cue_deviation_image_AUROC=0.7, per_anomalous_image_pixel_AUROC=0.9,
+                    per_anomalous_image_pixel_AUPR=0.6 + s / 10, seg_pixel_AUROC=0.95, seg_pixel_AUPRO=None)
                for k in (2, 5) for s in (0, 1, 2)]
     (tmp_path / "adl.json").write_text(json.dumps(adl_rows))
     (tmp_path / "mc.json").write_text(json.dumps(mc_rows))
@@ -218,10 +222,10 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
     adl_line, mc2, mc5 = table
     assert adl_line["image_AUROC"] == "0.650 ± 0.050" and adl_line["pixel_AUROC"] == "0.800 ± 0.100"
     assert adl_line["pixel_AUPRO"] == "0.500 ± 0.000"
-    assert adl_line["grad_pixel_AUROC"] == "" and adl_line["seg_pixel_AUROC"] == ""
+    assert adl_line["per_anomalous_image_pixel_AUROC"] == "" and adl_line["seg_pixel_AUROC"] == ""
     for line in (mc2, mc5):
-        assert line["pixel_AUROC"] == "" and line["grad_pixel_AUROC"] == "0.900 ± 0.000"
-        assert line["grad_pixel_AUPRO"] == "0.700 ± 0.082" and line["seg_pixel_AUROC"] == "0.950 ± 0.000"
+        assert line["pixel_AUROC"] == "" and line["per_anomalous_image_pixel_AUROC"] == "0.900 ± 0.000"
+        assert line["per_anomalous_image_pixel_AUPR"] == "0.700 ± 0.082" and line["seg_pixel_AUROC"] == "0.950 ± 0.000"
         assert "seg_pixel_AUPRO" not in line  # measured by no run: no column
         assert "shots_per_batch" not in line  # the same in every run that has it: no column
     varied = [dict(r, config={**r["config"], "shots_per_batch": 2 + r["seed"]}) for r in mc_rows[:2]]
@@ -243,11 +247,11 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
     assert len(md) == 2 + 3
     header = [h.strip() for h in md[0].strip("|").split("|")]
     assert header[:4] == ["category", "contamination", "method", "shots"]  # the fields that vary come last
-    for name in ("pixel_AUROC", "grad_pixel_AUROC", "seg_pixel_AUROC", "n"):
+    for name in ("pixel_AUROC", "per_anomalous_image_pixel_AUROC", "seg_pixel_AUROC", "n"):
         assert name in header
     cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in md[2:]]
     assert [c["pixel_AUROC"] for c in cells] == ["0.800 ± 0.100", "", ""]
-    assert [c["grad_pixel_AUROC"] for c in cells] == ["", "0.900 ± 0.000", "0.900 ± 0.000"]
+    assert [c["per_anomalous_image_pixel_AUROC"] for c in cells] == ["", "0.900 ± 0.000", "0.900 ± 0.000"]
     assert "(8 results, 3 settings)" in capsys.readouterr().out
     assert cli.main(["collect", str(tmp_path / "missing.json"), "--out", str(tmp_path / "u")]) == 2
 

@@ -1,67 +1,105 @@
 """Multi-cue ADL: few labelled anomalies, three fused cues, gradient localization.
 
 A. S. Das, M. Bhuyan. *Multi-Cue Anomaly Detection and Localization under Data Contamination.*
-arXiv:2601.22913, 2026. It builds on ADL (Das, Pang & Bhuyan, 2024, arXiv:2411.09558).
+arXiv:2601.22913, 2026. It builds on ADL (Das, Pang & Bhuyan, 2024, arXiv:2411.09558). The text of the
+paper available to adlkit lost its equations; where a form or a constant is missing there, adlkit takes it
+from the authors' code (github.com/anindyasdas/multicue_ad_localization) and says so.
 
-Training is ADL's Algorithm 1 (:func:`adlkit.methods.adl.train_adl`) with n labelled real anomalies
-per class: every batch, ``shots_per_batch`` of them (with their masks) take the place of as many
-pseudo-anomalies (:func:`sample_batch`). From one forward pass, three cues per image:
+Training (:func:`train_multicue`, paper §4.1) is ADL's Algorithm 1 with n labelled real anomalies per
+class: every batch, ``shots_per_batch`` of them take the place of as many pseudo-anomalies
+(:func:`sample_batch`). The shots carry image labels: they enter the deviation loss (eq. 3) and the
+classification loss (eq. 4). The segmentation head learns from the synthetic Perlin masks only ("trained
+using a focal loss against synthetic anomaly masks", §4.1), so its focal loss covers the normal-labelled
+images and the pseudo-anomalies, not the shots. ``shot_masks=True`` is the authors' code: the shots'
+real masks train the segmentation head too (it needs data with masks; ELPV has image labels only).
 
-* deviation      s = the top-K deviation score (ADL eq. 2)
-* uncertainty    u = ln(1 + H(p)), H the binary entropy of the classification probability p
-* segmentation   g = mean of the top 10% of the segmentation head's anomaly map
+Scoring (§4.2). From one forward pass, three cues per image:
 
-Each cue is mapped to [0, 1] by phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c) and the
-image score is their weighted geometric mean with weights (0.55, 0.10, 0.35) - the forms the authors'
-code uses (the paper's text lost its equations). c and D are fitted per cue on the training data
-(adlkit's choice, documented in :func:`fit_normalizers`).
+* deviation      s = the top-K deviation score (eq. 2)
+* uncertainty    u = ln(1 + H(p)), H the binary entropy of the classification probability p   (eq. 7)
+* segmentation   g = mean of the top 10% of the segmentation head's anomaly map                 (eq. 8)
 
-Localization (:func:`localize`): gradients of each cue with respect to the input image and to the
-last encoder block, |.| summed over channels, each map divided by its 99th percentile, upsampled to
-the input, averaged over the six maps, Gaussian-smoothed (sigma = 8 at 256 px, scaled with the size).
-With a frozen backbone the gradients still flow through it to the input: only its weights are fixed.
+Each cue is mapped to [0, 1] by the deterministic, monotone eq. 9,
+phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c), and the image score is the weighted geometric
+mean of the three (eq. 10) with weights (0.55, 0.10, 0.35). The form of phi, its constants
+(:data:`FIXED_NORMALIZERS`), the square root the authors' code takes of g before phi (``seg_sqrt``) and
+the weights are the authors' code's (``statfree_scale``, ``transform_scores``). ``normalization="fitted"``
+is adlkit's earlier choice, c and D fitted on the training data (:func:`fit_normalizers`).
+
+Localization (§4.3, :func:`localize`): gradients of each cue with respect to the input image and to the
+last encoder block (eq. 11), |.| summed over channels, each map divided by its 99th percentile, upsampled
+to the input (eq. 12), averaged over the six maps and Gaussian-smoothed (eq. 13; sigma = 8 at 256 px,
+scaled with the size). With a frozen backbone the gradients still flow through it to the input: only
+its weights are fixed.
+
+Evaluation (§5.1.4): pixel metrics of the gradient maps (``pixel_*``) and of the segmentation head's maps
+(``seg_pixel_*``) are computed over all test images, as every other adlkit method and the MVTec AD
+protocol report them (:func:`adlkit.metrics.evaluate`). The authors' code (``multicue_localization.py``)
+instead averages each anomalous test image's own pixel AUROC and AUPR; that variant is reported beside them
+as ``per_anomalous_image_pixel_*`` and ``seg_per_anomalous_image_pixel_*`` (:func:`per_image_pixel_metrics`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import partial
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
+from .. import metrics, training
 from ..data import ImageDataset, TensorCache, cache_tensors
-from ..losses import top_k_mean
+from ..losses import focal_loss, reference_stats, top_k_mean
 from ..models.rd import gaussian_smooth
 from . import adl
 
-__all__ = ["CUE_WEIGHTS", "CUES", "MultiCueConfig", "sample_batch", "train_multicue", "binary_entropy", "uncertainty",
-           "segmentation_cue", "cues", "normalize_cue", "fuse", "fit_normalizers", "localize", "score_multicue",
+__all__ = ["CUE_WEIGHTS", "CUES", "FIXED_NORMALIZERS", "NORMALIZATIONS", "MultiCueConfig", "sample_batch",
+           "train_multicue", "binary_entropy", "uncertainty", "segmentation_cue", "cues", "phi_inputs",
+           "normalize_cue", "fuse", "fit_normalizers", "localize", "per_image_pixel_metrics", "score_multicue",
            "run_multicue"]
 
-CUE_WEIGHTS = (0.55, 0.10, 0.35)  # deviation, uncertainty, segmentation (authors' code)
+CUE_WEIGHTS = (0.55, 0.10, 0.35)  # deviation, uncertainty, segmentation (eq. 10; the authors' code)
 CUES = ("deviation", "uncertainty", "segmentation")
+_U_MAX = math.log1p(math.log(2))  # the largest uncertainty ln(1 + ln 2), at p = 0.5
+# eq. 9's (c, D) per cue, fixed: the authors' code (transform_scores); the segmentation cue enters as sqrt(g)
+FIXED_NORMALIZERS = {"deviation": (0.05, 1.0), "uncertainty": (_U_MAX / 10, _U_MAX), "segmentation": (0.05, 1.0)}
+NORMALIZATIONS = ("fixed", "fitted")
 
 
 @dataclass
 class MultiCueConfig(adl.ADLConfig):
-    """ADL's configuration plus what multi-cue ADL adds."""
+    """ADL's configuration plus what multi-cue ADL adds. Defaults: the paper; where its text is silent, the
+    authors' code (eq. 9's constants and square root, eq. 10's weights)."""
 
     shots_per_batch: int = 4  # labelled real anomalies replacing pseudo-anomalies in each batch
+    shot_masks: bool = False  # True (authors' code): the shots' real masks also train the segmentation head
     cue_weights: tuple = CUE_WEIGHTS
+    normalization: str = "fixed"  # eq. 9's (c, D): "fixed" (FIXED_NORMALIZERS) or "fitted" (fit_normalizers)
+    seg_sqrt: bool = True  # the authors' code maps sqrt(g), not g, through eq. 9
     sigma: float = 8.0  # Gaussian smoothing of the gradient maps at 256 px (scaled with the size)
 
+    @classmethod
+    def authors_code(cls, **changes):
+        """ADL's authors'-code variant plus multi-cue's: the shots' masks train the segmentation head."""
+        return super().authors_code(**{"shot_masks": True, **changes})
 
-# ----------------------------------------------------------------------------- training
+
+# ----------------------------------------------------------------------------- training (paper §4.1)
 def sample_batch(data: adl.ADLData, config: MultiCueConfig, gens: dict, shots: TensorCache | None = None) -> dict:
     """ADL's batch (:func:`adlkit.methods.adl.sample_batch`) with its last ``shots_per_batch``
-    pseudo-anomalies replaced by labelled real anomalies and their masks (drawn with replacement).
-    Frozen setting: the shots are featurised once (remembered) by the same frozen backbone."""
+    pseudo-anomalies replaced by labelled real anomalies (drawn with replacement, label 1).
+
+    ``seg_rows`` (bool [B]) marks the rows whose masks train the segmentation head: the normal-labelled
+    images and the pseudo-anomalies, and the shots only with ``shot_masks`` (authors' code; their masks then
+    stand in ``masks``). Without it a shot's mask row is empty and unused. Frozen setting: the shots are
+    featurised once (remembered) by the same frozen backbone.
+    """
     batch = adl.sample_batch(data, config, gens)
     n = min(config.shots_per_batch, config.n_pseudo) if shots is not None and len(shots) else 0
+    batch["seg_rows"] = torch.ones(len(batch["labels"]), dtype=torch.bool)
     if not n:
         return batch
     pick = torch.randint(len(shots), (n,), generator=gens["cpu"])
@@ -73,19 +111,84 @@ def sample_batch(data: adl.ADLData, config: MultiCueConfig, gens: dict, shots: T
         batch["inputs"] = torch.cat([batch["inputs"][:keep], shots.images[pick].float() / 255])
     if batch["masks"] is not None:
         real_masks = shots.masks[pick].to(batch["masks"])
+        if not config.shot_masks:
+            real_masks = torch.zeros_like(real_masks)  # image labels only: not a target of the focal loss
         if real_masks.shape[-2:] != batch["masks"].shape[-2:]:  # the focal loss's resolution (seg_loss_size)
             real_masks = F.adaptive_max_pool2d(real_masks, batch["masks"].shape[-2:])
         batch["masks"] = torch.cat([batch["masks"][:keep], real_masks])
+    batch["seg_rows"][keep:] = config.shot_masks
     return batch
 
 
 def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageDataset | None, device=None,
-                   **train_kwargs):
-    """ADL's Algorithm 1 with labelled anomalies mixed into every batch. Returns (model, history)."""
-    cache = cache_tensors(shots, device or "cpu") if shots is not None and len(shots) else None
-    return adl.train_adl(config, train, device, sample=partial(sample_batch, shots=cache), **train_kwargs)
+                   checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                   progress: bool = False, stop_after_epoch: int | None = None,
+                   pool_from: ImageDataset | None = None) -> tuple[adl.ADLModel, dict]:
+    """ADL's Algorithm 1 (:func:`adlkit.methods.adl.train_adl`, step for step) with labelled anomalies mixed
+    into every batch (:func:`sample_batch`). The focal loss of the segmentation head covers the batch's
+    ``seg_rows`` only: the Perlin pseudo-anomalies and the normal-labelled images (paper §4.1), plus the shots
+    with ``shot_masks`` (authors' code). Without shots this is :func:`adlkit.methods.adl.train_adl` exactly (a
+    test checks). Returns (model, history)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    shot_cache = cache_tensors(shots, device) if shots is not None and len(shots) else None
+    if config.shot_masks and config.use_seg and shot_cache is not None and not shot_cache.masks.flatten(1).any(1).all():
+        raise ValueError("shot_masks=True trains the segmentation head on the labelled anomalies' masks, but some "
+                         "have none (a dataset with image labels only, e.g. ELPV): run with shot_masks=False (the "
+                         "paper: the segmentation head learns from the Perlin masks)")
+    gens = training.generators(config.seed, device)  # as adl.train_adl, so that no shots = ADL
+    with training.seeded(config.seed):
+        model = adl.ADLModel(config).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    data = adl.prepare_data(config, model, train, device, pool_from)
+    ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    states = {"model": model, "optimizer": optimizer}
+    start, history = training.start_or_resume(ckpt, config, states, gens, resume=resume, overwrite=overwrite)
+    history = history or training.new_history("loss", "dev", "bce", "seg", "weight_clean", "weight_contaminated",
+                                              backbone=model.backbone.name, weights=model.backbone.weights,
+                                              train_backbone=config.train_backbone)
+    t0 = time.perf_counter() - history["seconds"]
+    use_amp = config.amp and device.type == "cuda"
+    seg_size = config.seg_loss_size or config.image_size
+    without_seg = replace(config, use_seg=False)  # adl_step's deviation and BCE terms; the focal loss is below
+    model.train()
+    for epoch in adl._epochs(start, config, progress):
+        after = epoch >= config.burn_in
+        sums = dict.fromkeys(("total", "dev", "bce", "seg", "w_cont", "n_cont", "w_clean", "n_clean"), 0.0)
+        for step in range(config.steps_per_epoch):
+            batch = sample_batch(data, config, gens, shot_cache)  # normal-labelled, pseudo- and real anomalies
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                out = adl.forward(model, batch["inputs"], seg_size, config.use_seg)
+            mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)
+            target = adl.bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
+                                    gens["cpu"])
+            terms = adl.adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, without_seg, after)
+            if config.use_seg:  # the focal loss against the masks of seg_rows (Perlin: paper §4.1)
+                rows = batch["seg_rows"].to(out["seg"].device)
+                terms["seg"] = focal_loss(out["seg"][rows].float(), batch["masks"][rows], gamma=config.focal_gamma,
+                                          reduction="mean")
+                terms["total"] = terms["total"] + terms["seg"]
+            training.check_finite(terms["total"], f"epoch {epoch}, step {step}",
+                                  f"lower the learning rate (now {config.lr}) or check the data for NaN")
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            for k in ("total", "dev", "bce", "seg"):
+                sums[k] += float(terms[k].detach())
+            for k, v in zip(("w_cont", "n_cont", "w_clean", "n_clean"),
+                            adl._contaminated_weight(terms, batch, data, len(batch["labels"]))):
+                sums[k] += v
+        means = {("loss" if k == "total" else k): sums[k] / config.steps_per_epoch for k in ("total", "dev", "bce", "seg")}
+        training.log_epoch(history, epoch, t0, **means, weight_clean=sums["w_clean"] / max(sums["n_clean"], 1),
+                           weight_contaminated=sums["w_cont"] / sums["n_cont"] if sums["n_cont"] else None)
+        if ckpt is not None:
+            training.save_checkpoint(ckpt, config, states, epoch, history, gens)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+    model.eval()
+    return model, history
 
 
+# ----------------------------------------------------------------------------- the three cues (paper §4.2)
 def binary_entropy(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """H(p) = -p ln p - (1 - p) ln(1 - p) in nats: 0 at p in {0, 1}, ln 2 at p = 0.5."""
     p = p.clamp(0.0, 1.0)
@@ -93,12 +196,12 @@ def binary_entropy(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def uncertainty(p: torch.Tensor) -> torch.Tensor:
-    """u = ln(1 + H(p)): the classification head's uncertainty."""
+    """u = ln(1 + H(p)) (eq. 7): the classification head's uncertainty."""
     return torch.log1p(binary_entropy(p))
 
 
 def segmentation_cue(seg_logits: torch.Tensor, ratio: float = 0.1) -> torch.Tensor:
-    """g = mean of the top ``ratio`` of the anomaly map (softmax channel 1 of the segmentation head)."""
+    """g = mean of the top ``ratio`` of the anomaly map (eq. 8; softmax channel 1 of the segmentation head)."""
     return top_k_mean(seg_logits.float().softmax(1)[:, 1], ratio)
 
 
@@ -108,8 +211,15 @@ def cues(out: dict) -> dict:
             "segmentation": segmentation_cue(out["seg"])}
 
 
+def phi_inputs(raw: dict, seg_sqrt: bool = True) -> dict:
+    """What eq. 9 maps: the raw cues, with sqrt(g) for the segmentation cue when ``seg_sqrt`` (the authors'
+    code, ``statfree_scale(..., pre='sqrt')``: it spreads the small values g takes on most images)."""
+    return {k: (torch.as_tensor(v).clamp_min(0).sqrt() if k == "segmentation" and seg_sqrt else torch.as_tensor(v))
+            for k, v in raw.items()}
+
+
 def normalize_cue(x, c: float, D: float):
-    """phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c): 0 at 0, 1 at (and beyond) D, increasing."""
+    """phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c) (eq. 9): 0 at 0, 1 at (and beyond) D, increasing."""
     if c <= 0 or D <= 0:
         raise ValueError(f"normalize_cue needs c > 0 and D > 0; got c={c}, D={D}")
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -117,7 +227,7 @@ def normalize_cue(x, c: float, D: float):
 
 
 def fuse(normalized: dict | list, weights=CUE_WEIGHTS, eps: float = 1e-6) -> torch.Tensor:
-    """Weighted geometric mean prod_k x_k^(w_k / sum w) of cues in [0, 1] (``eps`` keeps log finite)."""
+    """Weighted geometric mean prod_k x_k^(w_k / sum w) of cues in [0, 1] (eq. 10; ``eps`` keeps log finite)."""
     values = list(normalized.values()) if isinstance(normalized, dict) else list(normalized)
     if len(values) != len(weights):
         raise ValueError(f"{len(values)} cues but {len(weights)} weights")
@@ -135,15 +245,7 @@ def _raw_cues(model, cache, batch_size: int = 32) -> dict:
     return {k: v.cpu() for k, v in cues(out).items()}
 
 
-def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = None, device=None) -> dict:
-    """(c, D) per cue from training data: c = median of the cue on normal-labelled training images
-    (its typical normal value), D = the 99th percentile over those images and the labelled anomalies,
-    so a typical normal maps low and the strongest training evidence maps to 1. adlkit's choice: the
-    authors' code fixes them by hand per dataset."""
-    device = device or next(model.parameters()).device
-    normal = _raw_cues(model, cache_tensors(train, device))
-    pool = normal if shots is None or not len(shots) else {
-        k: torch.cat([normal[k], v]) for k, v in _raw_cues(model, cache_tensors(shots, device)).items()}
+def _fit(normal: dict, pool: dict) -> dict:
     fitted = {}
     for k in CUES:
         c = float(normal[k].median().clamp_min(1e-6))
@@ -152,9 +254,29 @@ def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = Non
     return fitted
 
 
+def _training_cues(model, train: ImageDataset, shots: ImageDataset | None, device) -> tuple[dict, dict]:
+    """Raw cues of the normal-labelled training images, and of those plus the labelled anomalies."""
+    normal = _raw_cues(model, cache_tensors(train, device))
+    if shots is None or not len(shots):
+        return normal, normal
+    return normal, {k: torch.cat([normal[k], v]) for k, v in _raw_cues(model, cache_tensors(shots, device)).items()}
+
+
+def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = None, device=None,
+                    seg_sqrt: bool = True) -> dict:
+    """``normalization="fitted"`` (adlkit's earlier choice, not the paper's deterministic eq. 9): (c, D) per cue
+    from training data, on what eq. 9 maps (:func:`phi_inputs`). c = median of the cue on normal-labelled
+    training images (its typical normal value), D = the 99th percentile over those images and the labelled
+    anomalies, so a typical normal maps low and the strongest training evidence maps to 1."""
+    device = device or next(model.parameters()).device
+    normal, pool = _training_cues(model, train, shots, device)
+    return _fit(phi_inputs(normal, seg_sqrt), phi_inputs(pool, seg_sqrt))
+
+
+# ----------------------------------------------------------------------------- localization (paper §4.3)
 def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict]:
-    """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1], and the forward pass's
-    outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
+    """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1] (eqs. 11-13), and the forward
+    pass's outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
     model.eval()
     x = images.detach().clone().requires_grad_(True)
     maps_l = model.backbone(x)  # the backbone's levels; the last is the last encoder block
@@ -163,37 +285,78 @@ def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[to
     values = cues(out)
     h, w = x.shape[-2:]
     maps = []
-    for i, name in enumerate(CUES):
+    for i, name in enumerate(CUES):  # eq. 11: d cue / d input and d cue / d last block
         grads = torch.autograd.grad(values[name].sum(), [x, block], retain_graph=i < len(CUES) - 1, allow_unused=True)
         for g in grads:
             if g is None:  # a cue that does not depend on this tensor contributes nothing
                 continue
-            m = g.abs().sum(1, keepdim=True)  # |gradient| summed over channels: [B, 1, h', w']
+            m = g.abs().sum(1, keepdim=True)  # eq. 12: |gradient| summed over channels: [B, 1, h', w']
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
             q = torch.quantile(m.flatten(1), 0.99, dim=1).clamp_min(1e-12)  # each map / its 99th percentile
             maps.append(m / q[:, None, None])
-    amap = gaussian_smooth(torch.stack(maps).mean(0), sigma_at_256 * h / 256, truncate=3.0).detach()  # mean of six, smoothed
+    # eq. 13: the mean of the six maps, smoothed
+    amap = gaussian_smooth(torch.stack(maps).mean(0), sigma_at_256 * h / 256, truncate=3.0).detach()
     return amap, {k: v.detach() for k, v in out.items()}
 
 
+# ----------------------------------------------------------------------------- scoring and evaluation
+def per_image_pixel_metrics(maps, masks, labels, prefix: str = "") -> dict:
+    """The authors' code's localization protocol: each anomalous test image's own pixel AUROC and AUPR,
+    averaged (images whose mask is empty or full are skipped). ``{prefix}per_anomalous_image_pixel_AUROC`` and
+    ``_AUPR``, or {} when no anomalous image has a mask (image labels only)."""
+    maps, masks = torch.as_tensor(maps), torch.as_tensor(masks).bool()
+    aurocs, auprs = [], []
+    for i in np.flatnonzero(np.asarray(labels)):
+        m = masks[i]
+        if m.any() and not m.all():
+            aurocs.append(metrics.pixel_auroc(maps[i], m))
+            auprs.append(metrics.pixel_aupr(maps[i], m))
+    if not aurocs:
+        return {}
+    return {f"{prefix}per_anomalous_image_pixel_AUROC": float(np.mean(aurocs)),
+            f"{prefix}per_anomalous_image_pixel_AUPR": float(np.mean(auprs))}
+
+
+def _option(model, name: str, value, default):
+    """An explicit argument, else the model's MultiCueConfig field, else the default."""
+    return value if value is not None else getattr(model.config, name, default)
+
+
 def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset | None = None,
-                   shots: ImageDataset | None = None, normalizers: dict | None = None, weights=CUE_WEIGHTS,
-                   sigma_at_256: float = 8.0, batch_size: int = 16) -> dict:
+                   shots: ImageDataset | None = None, normalizers: dict | None = None, weights=None,
+                   sigma_at_256: float | None = None, normalization: str | None = None, seg_sqrt: bool | None = None,
+                   batch_size: int = 16) -> dict:
     """Per-cue and fused image scores, gradient and segmentation maps, and their metrics.
 
-    The cue normalisers come from ``normalizers`` or are fitted on ``train`` (+ ``shots``) with
-    :func:`fit_normalizers` - never on the test set. Keys: ``scores`` (the fused score), ``raw`` and
-    ``normalized`` (per cue), ``grad_maps``, ``seg_maps``, ``labels``, ``masks``, ``normalizers``, and the
-    metrics ``image_*`` (fused), ``cue_<name>_image_*``, ``grad_pixel_*`` and ``seg_pixel_*`` (pixel metrics
-    over the anomalous test images, as the paper reports them).
+    ``weights``, ``sigma_at_256`` (the config's ``sigma``), ``normalization`` and ``seg_sqrt`` default to the
+    model's :class:`MultiCueConfig`. eq. 9's (c, D) come from ``normalizers``, else :data:`FIXED_NORMALIZERS`
+    (``"fixed"``) or :func:`fit_normalizers` on ``train`` (+ ``shots``) (``"fitted"``) - never on the test set.
+
+    Keys: ``scores`` (the fused score), ``raw`` and ``normalized`` (per cue), ``grad_maps``, ``seg_maps``,
+    ``labels``, ``masks``, ``normalizers``, ``maps_from``, and the metrics: ``image_*`` (fused) and
+    ``pixel_*`` (gradient maps) over all test images (:func:`adlkit.metrics.evaluate`), ``cue_<name>_image_*``,
+    ``seg_pixel_*`` (the segmentation head's maps, all test images), the authors' code's per-anomalous-image
+    means ``per_anomalous_image_pixel_*`` and ``seg_per_anomalous_image_pixel_*``
+    (:func:`per_image_pixel_metrics`), and, when ``train`` is given, ``fusion_<fixed|fitted>[_nosqrt]_image_AUROC``:
+    the fused score's AUROC under each eq. 9 variant, from the same model (the cues do not change, only their map).
     """
     device = device or next(model.parameters()).device
-    if normalizers is None:
-        if train is None:
-            raise ValueError("score_multicue needs normalizers= or the training data (train=, shots=) to fit them; "
-                             "fitting them on the test set would leak its statistics")
-        normalizers = fit_normalizers(model, train.subset([i for i, s in enumerate(train.samples) if s.label == 0]),
-                                      shots, device)
+    weights = _option(model, "cue_weights", weights, CUE_WEIGHTS)
+    sigma_at_256 = _option(model, "sigma", sigma_at_256, 8.0)
+    normalization = _option(model, "normalization", normalization, "fixed")
+    seg_sqrt = _option(model, "seg_sqrt", seg_sqrt, True)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+    training_cues = None
+    if train is not None:
+        train = train.subset([i for i, s in enumerate(train.samples) if s.label == 0])
+        training_cues = _training_cues(model, train, shots, device)
+    if normalizers is None and normalization == "fitted":
+        if training_cues is None:
+            raise ValueError("normalization='fitted' needs normalizers= or the training data (train=, shots=) to fit "
+                             "them; fitting them on the test set would leak its statistics")
+        normalizers = _fit(*(phi_inputs(c, seg_sqrt) for c in training_cues))
+    normalizers = normalizers or FIXED_NORMALIZERS
     cache = cache_tensors(test, device)
     raw, grad_maps, seg_maps = {k: [] for k in CUES}, [], []
     for batch in cache.batches(batch_size):  # one forward pass per batch gives cues, gradient and segmentation maps
@@ -204,31 +367,37 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
             raw[k].append(v.cpu())
     raw = {k: torch.cat(v) for k, v in raw.items()}
     grad_maps, seg_maps = torch.cat(grad_maps), torch.cat(seg_maps)
-    normed = {k: normalize_cue(raw[k], *normalizers[k]) for k in CUES}
-    fused = fuse(normed, weights).numpy()
+    inputs = phi_inputs(raw, seg_sqrt)
+    normed = {k: normalize_cue(inputs[k], *normalizers[k]) for k in CUES}  # eq. 9
+    fused = fuse(normed, weights).numpy()  # eq. 10
     labels = cache.anomalous.cpu().numpy()
     masks = cache.masks[:, 0].cpu()
-    result = {"scores": fused, "raw": raw, "normalized": normed, "grad_maps": grad_maps, "seg_maps": seg_maps,
-              "labels": labels, "masks": masks, "normalizers": normalizers}
-    result.update(metrics.image_metrics(fused, labels))
+    result = metrics.evaluate(fused, grad_maps, labels, masks)  # image_* and pixel_* over all test images
+    result.update(raw=raw, normalized=normed, grad_maps=grad_maps, seg_maps=seg_maps, masks=masks,
+                  normalizers=normalizers, maps_from="gradients of the three cues (eq. 13)")
     for k in CUES:
         result.update(metrics.image_metrics(raw[k], labels, prefix=f"cue_{k}_"))
-    anomalous = np.flatnonzero(labels)  # pixel metrics over the anomalous test images (as the paper)
-    for name, maps in (("grad", grad_maps), ("seg", seg_maps)):
-        result.update(metrics.pixel_metrics(maps[anomalous], masks[anomalous], prefix=f"{name}_"))
+    result.update(metrics.pixel_metrics(seg_maps, masks, prefix="seg_"))
+    result.update(per_image_pixel_metrics(grad_maps, masks, labels))
+    result.update(per_image_pixel_metrics(seg_maps, masks, labels, prefix="seg_"))
+    if training_cues is not None and 0 < labels.sum() < len(labels):
+        for sqrt_ in (True, False):
+            x = phi_inputs(raw, sqrt_)
+            for name, nz in (("fixed", FIXED_NORMALIZERS), ("fitted", _fit(*(phi_inputs(c, sqrt_) for c in training_cues)))):
+                score = fuse({k: normalize_cue(x[k], *nz[k]) for k in CUES}, weights)
+                result[f"fusion_{name}{'' if sqrt_ else '_nosqrt'}_image_AUROC"] = metrics.image_auroc(score, labels)
     return result
 
 
 def run_multicue(config: MultiCueConfig, train: ImageDataset, test: ImageDataset, ratio: float, n_shots: int,
                  device=None, leaky: bool = False, **train_kwargs) -> dict:
-    """Multi-cue ADL's protocol end to end: contaminate, take ``n_shots`` labelled anomalies per class out of
-    the test set, train with them, score what is left. Returns :func:`score_multicue`'s result plus
-    ``model``, ``history`` and ``split`` (:class:`adlkit.data.ProtocolSplit`)."""
+    """Multi-cue ADL's protocol end to end (paper §5.1.2-5.1.3): contaminate, take ``n_shots`` labelled anomalies
+    per class out of the test set, train with them, score what is left. Returns :func:`score_multicue`'s result
+    plus ``model``, ``history`` and ``split`` (:class:`adlkit.data.ProtocolSplit`)."""
     from ..data import protocol_split
 
     split = protocol_split(train, test, ratio, seed=config.seed, leaky=leaky, n_shots=n_shots)
     model, history = train_multicue(config, split.train, split.shots, device, pool_from=train, **train_kwargs)
-    result = score_multicue(model, split.test, device, train=split.train, shots=split.shots,
-                            weights=config.cue_weights, sigma_at_256=config.sigma)
+    result = score_multicue(model, split.test, device, train=split.train, shots=split.shots)
     result.update(model=model, history=history, split=split)
     return result
