@@ -774,8 +774,11 @@ def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
     adl.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                      help="any config field, e.g. --set burn_in=2 lam=0.5 alpha=0.3 use_seg=false")
     adl.add_argument("--variant", choices=["paper", "authors"], default="paper",
-                     help="authors: gamma = 10 and k-means labels OR-ed with y, as the official code")
-    adl.add_argument("--ablation", nargs="+", help="one or more rows of Table 2, e.g. 'deviation only' (a grid axis)")
+                     help="authors: the official code's departures (ADLConfig.authors_code(): gamma = 10, k-means "
+                          "labels OR-ed with y, hard deviation during burn-in); recorded in every row")
+    adl.add_argument("--ablation", nargs="+", metavar="ROW",
+                     help="one or more rows of Table 2 (a grid axis): DL, Wt-DL, DL-CE, SoftDL-CE, Wt-SoftDL-CE, "
+                          "Proposed")
     adl.add_argument("--sources", help="texture folder for pseudo-anomalies (DTD); default: ADLKIT_TEXTURES, "
                                        "else built-in sources")
     adl.add_argument("--leaky", action="store_true", help="keep contaminated images in the test set (official code)")

@@ -21,6 +21,11 @@ closed form is the exact minimiser follows from normalisation (:func:`equivalent
 :func:`solve_numerically` checks the closed forms against scipy on the Lagrangian problem.
 Weights are computed on *detached* losses (they are not trained through). The authors' code
 implements only the alpha form.
+
+Eq. 7 is solved "over each minibatch" and eq. 11 constrains sum_j w_1j = sum_k w_2k = 1 over it: one
+normalisation over the whole batch, normal-labelled images and pseudo-anomalies together (as the authors'
+code does). That is :func:`batch_weights`' default. ``within_label=True`` (:func:`weights_within_labels`)
+is adlkit's declared option: each label's samples are normalised among themselves.
 """
 
 from __future__ import annotations
@@ -99,12 +104,12 @@ def instance_weights(losses, method: str = "alpha", lam: float = 0.1, alpha: flo
 
 def weights_within_labels(losses: torch.Tensor, labels: torch.Tensor, method: str = "alpha", lam: float = 0.1,
                           alpha: float = 0.1) -> torch.Tensor:
-    """Weights summing to 1 over a batch, each label's samples weighted among themselves.
+    """Weights summing to 1 over a batch, each label's samples weighted among themselves (an option).
 
     The samples of each label share that label's fraction of the batch. Contamination hides among
     the normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) would
-    otherwise take the weight away from all normals at once. This split is adlkit's choice (see
-    notebook 03); use :func:`instance_weights` for one weighting over the whole batch.
+    otherwise take the weight away from all normals at once. This split is adlkit's option, not the
+    paper's (see notebook 03); eqs. 7 and 11 normalise over the whole batch (:func:`instance_weights`).
     """
     w = torch.zeros_like(losses.detach(), dtype=torch.float32)
     for label in torch.unique(labels):
@@ -114,9 +119,9 @@ def weights_within_labels(losses: torch.Tensor, labels: torch.Tensor, method: st
 
 
 def batch_weights(losses: torch.Tensor, labels: torch.Tensor, method: str = "alpha", lam: float = 0.1,
-                  alpha: float = 0.1, within_label: bool = True) -> torch.Tensor:
-    """The weights a training step uses: :func:`weights_within_labels` or, with ``within_label=False``,
-    one :func:`instance_weights` over the whole batch."""
+                  alpha: float = 0.1, within_label: bool = False) -> torch.Tensor:
+    """The weights a training step uses: one :func:`instance_weights` over the whole minibatch (eqs. 7 and
+    11, the default), or with ``within_label=True`` adlkit's option :func:`weights_within_labels`."""
     if within_label:
         return weights_within_labels(losses, labels, method, lam, alpha)
     return instance_weights(losses, method, lam, alpha)

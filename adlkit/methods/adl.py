@@ -15,12 +15,56 @@ images (clean or, unknown to the learner, contaminated) and n Perlin pseudo-anom
 masks (:func:`sample_batch`), then :func:`adl_step` computes:
 
 1. z = (s - mu_R) / sigma_R with (mu_R, sigma_R) from m reference draws r ~ N(0, 1)   (eq. 3)
-2. l_dev = deviation loss (eq. 4) during burn-in; afterwards soft deviation (eq. 5) with p detached
+2. l_soft = soft deviation (eq. 5) with p = sigmoid(classification logit), detached, in *every* epoch
+   (Algorithm 1, line 6); rows without soft deviation use the deviation loss l_dev (eq. 4) with the labels
 3. l_bce = BCE(p, target); the target (:func:`bce_target`) alternates step by step between the labels
-   and k-means(2) labels of the batch's scores (authors' code: k-means labels OR-ed with y, p = 0.6)
-4. per-batch instance weights w (for l_dev) and v (for l_bce), uniform during burn-in  (eqs. 8-10)
+   and k-means(2) labels of the batch's scores (eq. 6)
+4. instance weights w (for l_soft) and v (for l_bce), each normalised over the whole minibatch (eqs. 7-11)
 5. l_seg = focal loss (gamma = 2) of the segmentation head against the Perlin masks
-6. loss = sum_i w_i l_dev,i + sum_i v_i l_bce,i + mean(l_seg)
+6. loss = sum_i w_i l_soft,i + sum_i v_i l_bce,i + mean(l_seg)   (eq. 11)
+
+Burn-in (Algorithm 1, lines 7-10) changes *only the weights*: in the first ``burn_in`` epochs w and v are
+uniform (1 / batch size), afterwards eqs. 8-10. The losses are the same in and after burn-in; in the
+first steps p is an untrained head's (about 0.5), so l_soft then pulls every score towards the band
+between 0 and gamma, and sharpens as the classification head learns. The paper gives no burn-in length;
+the authors' code uses 6% of the iterations (``int(0.06 * total_iter)``). adlkit counts it in epochs, as
+Algorithm 1 does, and takes ``burn_in = 2``: the smallest whole number of epochs that covers the code's 6%
+of the paper's 25 epochs (1.5 epochs), so the weights start from losses of a model trained for as long as
+the authors' was.
+
+The rows of Table 2 (:data:`ABLATIONS`) are the paper's six, with the terms its table ticks:
+
+=============  =========  ======  ===========  =====
+row            reweight   l_bce   l_soft       l_seg
+=============  =========  ======  ===========  =====
+DL                                (l_dev)
+Wt-DL          yes                (l_dev)
+DL-CE                     yes     (l_dev)
+SoftDL-CE                 yes     yes
+Wt-SoftDL-CE   yes        yes     yes
+Proposed       yes        yes     yes          yes
+=============  =========  ======  ===========  =====
+
+Table 2 ticks l_dev for "Proposed" too; Algorithm 1 uses l_soft throughout. The authors' code runs l_dev
+(l_soft with p = y) during burn-in and l_soft after it, which is what that tick matches. adlkit's default
+is Algorithm 1; the code's schedule is the option ``hard_burn_in``.
+
+Departures, each a named option recorded in every result row's config (``ADLConfig.authors_code()`` turns
+on the authors' code's; the CLI's ``--variant authors`` writes ``variant: "authors"`` in the rows):
+
+* ``margin = 10`` (the code) instead of gamma = 5 (the paper, section 4.1);
+* ``bce_target = "kmeans_or_labels"`` (the code: max(k-means, y) with probability 0.6, else y) instead of
+  alternating y and k-means labels;
+* ``hard_burn_in = True`` (the code): during burn-in the deviation loss is eq. 4 with the labels and the
+  BCE target is y; l_soft and the k-means target only after burn-in;
+* ``within_label = True`` (adlkit's earlier choice, not the paper's nor the code's): eqs. 8-10 normalised
+  within each label's samples, each label keeping its share of the batch
+  (:func:`adlkit.reweight.weights_within_labels`);
+* ``train_backbone = False``: the CPU setting below.
+
+Not reproduced from the authors' code: the iteration-exact burn-in (adlkit counts epochs), gradient
+clipping at norm 1, weight decay 1e-5, the step learning-rate schedule (x0.1 every 10 epochs) and the
+extra 1 / batch size the code's ``mean(w * l)`` puts on the weighted terms after burn-in.
 
 Every term can be switched off for the ablation (Table 2). Inputs are images in [0, 1]; the backbone
 normalises them itself (the authors' code feeds [0, 1] without ImageNet normalisation:
@@ -35,6 +79,8 @@ Two settings (``ADLConfig.train_backbone``):
   featurised once. Only the three heads train. Everything else in Algorithm 1 is unchanged. The
   heads share no parameters here, so the segmentation head cannot move the image score: with a
   frozen backbone, the image-level results with and without ``use_seg`` are identical (a test checks).
+  Likewise the classification head reaches the score only through p in l_soft: frozen, "DL-CE" scores
+  exactly as "DL" and "Proposed" as "Wt-SoftDL-CE" (tests check both).
 """
 
 from __future__ import annotations
@@ -86,9 +132,10 @@ class ADLConfig:
     reweight: str = "alpha"
     lam: float = 0.1
     alpha: float = 0.1
-    within_label: bool = True
-    burn_in: int = 5  # epochs with hard labels and uniform weights
-    # ablation switches (Table 2)
+    within_label: bool = False  # eqs. 7-11: one normalisation over the minibatch; True: within each label (adlkit)
+    burn_in: int = 2  # epochs with uniform weights (Algorithm 1, lines 7-10); see the module docstring
+    hard_burn_in: bool = False  # True (authors' code): l_dev with the labels and BCE against y during burn-in
+    # ablation switches (Table 2; default: "Proposed")
     use_reweight: bool = True
     use_bce: bool = True
     use_soft: bool = True
@@ -109,8 +156,10 @@ class ADLConfig:
 
     @classmethod
     def authors_code(cls, **changes):
-        """The variant the authors' code runs: gamma = 10, k-means labels OR-ed with y (p = 0.6)."""
-        return cls(**{"margin": 10.0, "bce_target": "kmeans_or_labels", **changes})
+        """The variant the authors' code runs: gamma = 10, k-means labels OR-ed with y (p = 0.6), and during
+        burn-in the hard deviation loss (eq. 4) with BCE against the labels. Weights are normalised over the
+        whole minibatch there too (the default)."""
+        return cls(**{"margin": 10.0, "bce_target": "kmeans_or_labels", "hard_burn_in": True, **changes})
 
     def ablation(self, name: str):
         if name not in ABLATIONS:
@@ -123,14 +172,15 @@ class ADLConfig:
         return next((name for name, row in ABLATIONS.items() if row == switches), None)
 
 
-# Table 2: which ingredients are on in each row.
+# Table 2 (its columns, left to right): the switches of each row, as the paper's table ticks them.
+# With use_soft off the deviation loss is l_dev (eq. 4); with it on, l_soft (eq. 5, which needs the BCE head's p).
 ABLATIONS = {
-    "deviation only": dict(use_reweight=False, use_bce=False, use_soft=False, use_seg=False),
-    "+ reweighting": dict(use_reweight=True, use_bce=False, use_soft=False, use_seg=False),
-    "+ BCE head": dict(use_reweight=True, use_bce=True, use_soft=False, use_seg=False),
-    "+ soft deviation": dict(use_reweight=True, use_bce=True, use_soft=True, use_seg=False),
-    "ADL (+ segmentation)": dict(use_reweight=True, use_bce=True, use_soft=True, use_seg=True),
-    "ADL without reweighting": dict(use_reweight=False, use_bce=True, use_soft=True, use_seg=True),
+    "DL": dict(use_reweight=False, use_bce=False, use_soft=False, use_seg=False),
+    "Wt-DL": dict(use_reweight=True, use_bce=False, use_soft=False, use_seg=False),
+    "DL-CE": dict(use_reweight=False, use_bce=True, use_soft=False, use_seg=False),
+    "SoftDL-CE": dict(use_reweight=False, use_bce=True, use_soft=True, use_seg=False),
+    "Wt-SoftDL-CE": dict(use_reweight=True, use_bce=True, use_soft=True, use_seg=False),
+    "Proposed": dict(use_reweight=True, use_bce=True, use_soft=True, use_seg=True),
 }
 
 
@@ -337,16 +387,19 @@ def kmeans_labels(scores: torch.Tensor, iters: int = 10) -> torch.Tensor:
 
 
 def bce_target(config: ADLConfig, step: int, scores: torch.Tensor, labels: torch.Tensor,
-               generator: torch.Generator | None = None) -> torch.Tensor | None:
+               generator: torch.Generator | None = None, after_burn_in: bool = True) -> torch.Tensor | None:
     """The classification head's target at a global ``step`` (None when the head is off).
 
     ``"labels"``: y. ``"alternate"`` (adlkit's reading of the paper): y on even steps, k-means(2) labels
     of the batch's scores on odd steps. ``"kmeans_or_labels"`` (authors' code): max(k-means, y) with
-    probability ``kmeans_probability`` (one draw from ``generator``), else y.
+    probability ``kmeans_probability`` (one draw from ``generator``), else y. With ``hard_burn_in``
+    (authors' code) the target is y during burn-in (``after_burn_in=False``).
     """
     if not config.use_bce:
         return None
     y = labels.float()
+    if config.hard_burn_in and not after_burn_in:
+        return y
     if config.bce_target == "labels":
         return y
     if config.bce_target == "alternate":
@@ -368,16 +421,17 @@ def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.T
 
     ``out``: the model's ``score`` [B], ``logit`` [B] and ``seg`` [B, 2, H, W]; ``labels`` [B] (0 normal-
     labelled, 1 pseudo-anomaly); ``masks`` [B, 1, H, W]; ``mu_r``, ``sd_r``: reference statistics (eq. 3);
-    ``target``: the BCE target (:func:`bce_target`). Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when
+    ``target``: the BCE target (:func:`bce_target`). ``after_burn_in``: weights by eqs. 8-10 (else uniform);
+    with ``hard_burn_in`` also l_soft instead of l_dev. Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when
     switched off), ``total`` (what is optimised), and per sample ``l_dev`` and its weights ``w_dev``.
     """
     y = labels.float()
     z = z_score(out["score"].float(), mu_r, sd_r)  # eq. 3
     p = torch.sigmoid(out["logit"].float())
-    if config.use_soft and config.use_bce and after_burn_in:
-        l_dev = soft_deviation_loss(z, p, config.margin)  # eq. 5 (p is detached inside)
+    if config.use_soft and config.use_bce and (after_burn_in or not config.hard_burn_in):
+        l_dev = soft_deviation_loss(z, p, config.margin)  # eq. 5 (p is detached inside): every epoch (Algorithm 1)
     else:
-        l_dev = deviation_loss(z, y, config.margin)  # eq. 4
+        l_dev = deviation_loss(z, y, config.margin)  # eq. 4: rows without l_soft; burn-in with hard_burn_in
     w_dev = _weights(l_dev, labels, config, after_burn_in)  # eqs. 8-10 (uniform in burn-in)
     zero = out["score"].new_zeros(())
     terms = {"dev": (w_dev * l_dev).sum(), "l_dev": l_dev.detach(), "w_dev": w_dev, "bce": zero, "seg": zero}
@@ -430,7 +484,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
     seg_size = config.seg_loss_size or config.image_size
     model.train()
     for epoch in _epochs(start, config, progress):
-        after = epoch >= config.burn_in  # burn-in: hard labels, uniform weights
+        after = epoch >= config.burn_in  # burn-in: uniform weights (and hard labels with hard_burn_in)
         sums = dict.fromkeys(("total", "dev", "bce", "seg", "w_cont", "n_cont", "w_clean", "n_clean"), 0.0)
         for step in range(config.steps_per_epoch):
             batch = sample(data, config, gens)  # 1. n normal-labelled images + n (pseudo-)anomalies
@@ -438,7 +492,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
                 out = forward(model, batch["inputs"], seg_size, config.use_seg)  # 2. s, p, anomaly map
             mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)  # 3. r ~ N(0, 1), eq. 3
             target = bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
-                                gens["cpu"])  # 4. labels or k-means labels
+                                gens["cpu"], after)  # 4. labels or k-means labels
             terms = adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, config, after)  # 5. eqs. 4-10
             training.check_finite(terms["total"], f"epoch {epoch}, step {step}",
                                   f"lower the learning rate (now {config.lr}) or check the data for NaN")

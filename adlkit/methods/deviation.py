@@ -6,11 +6,13 @@ One training step is ADL's (:func:`adlkit.methods.adl.adl_step`, Algorithm 1) wi
 the segmentation head, with the labels as the BCE target:
 
 1. s = TopKScoreHead(f) (eq. 2);  (mu_R, sigma_R) from m reference draws (eq. 3);  z = (s - mu_R) / sigma_R
-2. l_dev = deviation_loss(z, y) (eq. 4), or after burn-in with ``soft``: soft_deviation_loss(z, p) (eq. 5),
-   p = sigmoid(ClassificationHead(f)) detached
+2. l_dev = deviation_loss(z, y) (eq. 4), or with ``soft``: soft_deviation_loss(z, p) (eq. 5) in every
+   epoch (Algorithm 1), p = sigmoid(ClassificationHead(f)) detached; ``hard_burn_in`` (the authors' code):
+   eq. 4 during burn-in, eq. 5 after it
 3. l_bce = BCE(ClassificationHead(f), y)
 4. weights per minibatch: uniform during burn-in, then ``instance_weights`` of l_dev and of l_bce
-   separately (eqs. 8-10), by default within each label (``adlkit.reweight.weights_within_labels``);
+   separately (eqs. 8-10), normalised over the whole minibatch (eqs. 7 and 11); ``within_label=True`` is
+   adlkit's option to weigh each label's samples among themselves (``adlkit.reweight.weights_within_labels``);
    loss = sum_i w_i l_dev,i + sum_i v_i l_bce,i
 
 ``history`` records, per epoch, the mean losses and the mean weight (times the batch size, so 1 =
@@ -41,12 +43,13 @@ class DeviationConfig:
     margin: float = 5.0  # gamma of eq. 4 (paper 5, authors' code 10)
     topk_ratio: float = 0.1  # K = 10% of the patches (eq. 2)
     m: int = 5000  # reference draws (eq. 3)
-    soft: bool = False  # soft deviation (eq. 5) after burn-in
+    soft: bool = False  # soft deviation (eq. 5) in every epoch (Algorithm 1)
     reweight: str = "uniform"  # "uniform", "kl", "reverse_kl" or "alpha" after burn-in
     lam: float = 0.1
     alpha: float = 0.1
-    burn_in: int = 5  # epochs with hard labels and uniform weights
-    within_label: bool = True  # weigh normal-labelled and anomaly-labelled samples of a batch separately
+    burn_in: int = 5  # epochs with uniform weights (Algorithm 1, lines 7-10)
+    hard_burn_in: bool = False  # True (authors' code): eq. 4 with the labels during burn-in, eq. 5 after it
+    within_label: bool = False  # True (adlkit's option): weigh normal- and anomaly-labelled samples separately
     epochs: int = 30
     batch_size: int = 48
     lr: float = 2e-3
@@ -58,7 +61,8 @@ class DeviationConfig:
         return ADLConfig(margin=self.margin, topk_ratio=self.topk_ratio, m=self.m, use_soft=self.soft, use_bce=True,
                          use_seg=False, use_reweight=self.reweight != "uniform",
                          reweight=self.reweight if self.reweight != "uniform" else "alpha", lam=self.lam,
-                         alpha=self.alpha, within_label=self.within_label, bce_target="labels", seed=self.seed)
+                         alpha=self.alpha, within_label=self.within_label, hard_burn_in=self.hard_burn_in,
+                         burn_in=self.burn_in, bce_target="labels", seed=self.seed)
 
 
 class DeviationHeads(nn.Module):
