@@ -108,8 +108,12 @@ def test_cues_and_metrics_are_reported(trained):
     assert not {k for k in r if k.startswith("grad_pixel")}  # the old names (over anomalous images only) are gone
     for key in keys:
         assert 0.0 <= r[key] <= 1.0, key
-    assert {"scores", "raw", "normalized", "grad_maps", "seg_maps", "labels", "masks", "normalizers", "model",
-            "history", "split"} <= set(r)
+    assert {"scores", "raw", "phi_inputs", "normalized", "grad_maps", "seg_maps", "labels", "masks", "normalizers",
+            "model", "history", "split"} <= set(r)
+    assert r["normalizers"] == FIXED_NORMALIZERS  # the default: eq. 9 with the authors' constants
+    assert torch.equal(r["phi_inputs"]["segmentation"], r["raw"]["segmentation"].sqrt())  # seg_sqrt (authors' code)
+    again = fuse({k: normalize_cue(r["phi_inputs"][k], *FIXED_NORMALIZERS[k]) for k in r["raw"]})
+    assert np.allclose(again.numpy(), r["scores"])
     assert set(r["normalizers"]) == set(r["raw"]) == {"deviation", "uncertainty", "segmentation"}
     assert r["seg_maps"].shape == r["grad_maps"].shape
     assert r["history"]["train_backbone"] is False and r["model"].frozen

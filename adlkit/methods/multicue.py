@@ -332,7 +332,8 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
     model's :class:`MultiCueConfig`. eq. 9's (c, D) come from ``normalizers``, else :data:`FIXED_NORMALIZERS`
     (``"fixed"``) or :func:`fit_normalizers` on ``train`` (+ ``shots``) (``"fitted"``) - never on the test set.
 
-    Keys: ``scores`` (the fused score), ``raw`` and ``normalized`` (per cue), ``grad_maps``, ``seg_maps``,
+    Keys: ``scores`` (the fused score), ``raw``, ``phi_inputs`` (what eq. 9 maps: :func:`phi_inputs`) and
+    ``normalized`` (per cue), ``grad_maps``, ``seg_maps``,
     ``labels``, ``masks``, ``normalizers``, ``maps_from``, and the metrics: ``image_*`` (fused) and
     ``pixel_*`` (gradient maps) over all test images (:func:`adlkit.metrics.evaluate`), ``cue_<name>_image_*``,
     ``seg_pixel_*`` (the segmentation head's maps, all test images), the authors' code's per-anomalous-image
@@ -373,7 +374,7 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
     labels = cache.anomalous.cpu().numpy()
     masks = cache.masks[:, 0].cpu()
     result = metrics.evaluate(fused, grad_maps, labels, masks)  # image_* and pixel_* over all test images
-    result.update(raw=raw, normalized=normed, grad_maps=grad_maps, seg_maps=seg_maps, masks=masks,
+    result.update(raw=raw, phi_inputs=inputs, normalized=normed, grad_maps=grad_maps, seg_maps=seg_maps, masks=masks,
                   normalizers=normalizers, maps_from="gradients of the three cues (eq. 13)")
     for k in CUES:
         result.update(metrics.image_metrics(raw[k], labels, prefix=f"cue_{k}_"))
