@@ -628,11 +628,14 @@ def _ahl_data(args) -> list[tuple[str, object, object]]:
 
 
 def _cmd_run_ahl(args) -> int:
-    """AHL and its baselines (DevNet, DevNet + pseudo, AHL with uniform w, the ensemble): one run per
-    category x setting x shots x seen class x seed; features cached once per category."""
+    """AHL and its baselines (DevNet, DevNet + pseudo, AHL with uniform w, AHL without base-model training, the
+    ensemble): one run per category x setting x shots x seen class x seed; features cached once per category.
+    The AHL rows carry w per epoch (``w_epochs``) and the base models' drift ||theta_i - theta_g|| / ||theta_g||
+    per epoch and task (``drift_epochs``)."""
     import dataclasses
     import time
 
+    import numpy as np
     import torch
 
     from . import config as cfg_mod
@@ -678,7 +681,8 @@ def _cmd_run_ahl(args) -> int:
         if cat not in banks:
             banks[cat] = build_features(base, train, test, device, progress=True)
         texture = banks[cat].info["texture_source"]
-        rows = [{**common, "ablation": row, "texture_source": texture} for row in _AHL_ROWS]
+        rows = [{**common, "ablation": row, "texture_source": texture} for row in _AHL_ROWS
+                if config.variant == "paper" or row != "AHL (no base training)"]
         if all(_run_key(r) in finished for r in rows):
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
@@ -690,8 +694,12 @@ def _cmd_run_ahl(args) -> int:
         for row in rows:
             row.update({k: v for k, v in r["rows"][row["ablation"]].items() if k.endswith(METRIC_SUFFIXES)}, **info)
             model = r["models"].get(row["ablation"])
-            if row["ablation"].startswith("AHL") and model is not None:  # the meta-training loss it ended on
-                row["meta_loss"] = model["history"]["query_loss"][-1]
+            if row["ablation"].startswith("AHL") and model is not None:  # the meta-training loss it ended on,
+                hist = model["history"]  # w per epoch (eq. 7) and ||theta_i - theta_g|| / ||theta_g|| per epoch x task
+                row["meta_loss"] = hist["query_loss"][-1]
+                row["w_epochs"] = [[round(x, 5) for x in w] for w in hist["w"]]
+                row["drift_epochs"] = [[float(f"{x:.4g}") for x in d] for d in hist["drift"]]
+                row["drift_mean"] = float(np.mean(hist["drift"]))
             if row["ablation"] == "AHL":
                 row["w"] = r["models"]["AHL"]["w"].tolist()
         if out is not None:
@@ -703,7 +711,7 @@ def _cmd_run_ahl(args) -> int:
     return 0
 
 
-_AHL_ROWS = ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL", "AHL ensemble")
+_AHL_ROWS = ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL (no base training)", "AHL", "AHL ensemble")
 
 
 def _cmd_collect(args) -> int:
@@ -823,7 +831,8 @@ def _add_ahl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="meta-training epochs (default 30)")
     p.add_argument("--variant", choices=["paper", "authors"], help="authors: the official code's training "
                                                                    "(adlkit.methods.ahl.AUTHORS_VARIANT)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any AHLConfig field, e.g. --set inner_lr=1e-4")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any AHLConfig field, e.g. --set base_lr=1e-4 "
+                   "(the authors' code: base_optimizer=sgd base_loss=mean psi_fc=0)")
 
 
 def _add_knn_arguments(p: argparse.ArgumentParser) -> None:

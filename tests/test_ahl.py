@@ -8,7 +8,7 @@ import torch
 
 from adlkit.methods import ahl
 
-CFG = ahl.AHLConfig(epochs=2, steps_per_epoch=2, inner_steps=2, history_k=1, psi_steps=3, m=200)
+CFG = ahl.AHLConfig(epochs=2, steps_per_epoch=2, base_steps=2, history_k=1, psi_steps=3, m=200)
 
 
 def _normal(n=30, c=8, seed=0):
@@ -68,20 +68,22 @@ def test_meta_gradient_is_one_minus_beta_hessian_times_query_gradient_on_a_quadr
     b, q = torch.randn(4, generator=g), torch.randn(4, generator=g)
     beta = 0.05
     theta = torch.randn(1, 4, generator=g, requires_grad=True)
-    adapted = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta)
+    adapted = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta, optimizer="sgd")
     loss_q = ((adapted - q) ** 2).sum()  # query loss, gradient 2 (theta' - q)
     (grad,) = torch.autograd.grad(loss_q, theta)
     theta_prime = theta.detach() - beta * (theta.detach() @ H - b)
     expected = (torch.eye(4) - beta * H) @ (2 * (theta_prime - q))[0]
     assert torch.allclose(grad[0], expected, atol=1e-5)
-    first = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta, create_graph=False)
+    first = ahl.adapt(theta, lambda th, _: 0.5 * (th @ H * th).sum(1) - th @ b, [None], beta, create_graph=False,
+                      optimizer="sgd")
     (grad1,) = torch.autograd.grad(((first - q) ** 2).sum(), theta)
     assert torch.allclose(grad1[0], 2 * (theta_prime - q)[0], atol=1e-5)  # first order drops the Hessian
 
 
-def test_for_the_deviation_head_second_order_equals_first_order():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_for_the_deviation_head_second_order_equals_first_order(optimizer):
     """phi is piecewise linear in theta: the inner gradient does not move with theta, so the meta-gradient
-    is the query gradient at the adapted weights."""
+    is the query gradient at the adapted weights (for SGD and Adam base steps alike)."""
     normal, _ = _normal()
     f = ahl.tokens(normal[:12]).unsqueeze(0).expand(2, -1, -1, -1)
     y = torch.tensor([0.0] * 6 + [1.0] * 6).expand(2, -1)
@@ -95,11 +97,93 @@ def test_for_the_deviation_head_second_order_equals_first_order():
         def loss_fn(th, _):
             return ahl.devnet_loss(ahl.phi_scores(th, f), y, CFG, gen).sum(1)
 
-        adapted = ahl.adapt(theta, loss_fn, [None, None], 1e-2, create_graph=create_graph)
+        adapted = ahl.adapt(theta, loss_fn, [None, None], 1e-2, create_graph=create_graph, optimizer=optimizer)
         (grad,) = torch.autograd.grad(loss_fn(adapted, None).sum(), theta)
         return grad
 
     assert torch.allclose(meta_grad(True), meta_grad(False), atol=1e-6)
+
+
+def _toy_task_bank(n_shots=6):
+    normal, _ = _normal()
+    features = ahl.FeatureBank(normal, normal.unsqueeze(0).expand(3, -1, -1, -1, -1) + 1.0, normal[:8] + 2.0,
+                               [str(i) for i in range(8)])
+    return features, ahl.token_bank(features, torch.arange(n_shots)), ahl.hadg(normal, n_shots, CFG, 0)
+
+
+def test_base_models_measurably_leave_theta_g():
+    """Eq. 1 as section 4.1 trains it (Adam, lr 2e-4, the summed loss, ``base_steps`` steps): every theta_i
+    moves at least half of steps x lr x sqrt(#weights) away from theta_g (Adam moves each weight by about lr
+    per step) and by more than 0.5% of ||theta_g||. Three SGD steps of 2e-4 on the batch mean (the code
+    before) left these theta_i within 0.23% of theta_g."""
+    config = ahl.AHLConfig(m=200)  # the defaults
+    _, bank, ep = _toy_task_bank()
+    theta_g = ahl.init_theta(bank.shape[-1], 0).requires_grad_(True)
+    w = torch.full((ep.n_tasks,), 1 / ep.n_tasks)
+    _, _, theta_i = ahl.meta_step(theta_g, bank, ep, w, config, torch.Generator().manual_seed(0))
+    moved = (theta_i.detach() - theta_g.detach()).norm(dim=1)
+    relative = moved / theta_g.detach().norm()
+    assert (relative > 0.005).all(), relative
+    steps = getattr(config, "base_steps", getattr(config, "inner_steps", 0))
+    lr = getattr(config, "base_lr", getattr(config, "inner_lr", 0.0))
+    assert lr == pytest.approx(2e-4)  # section 4.1
+    assert (moved >= 0.5 * steps * lr * theta_g.numel() ** 0.5).all(), moved
+    assert torch.allclose(ahl.drift(theta_i, theta_g), relative)
+    # base_lr = 0 (or no steps): the base models are theta_g
+    _, _, same = ahl.meta_step(theta_g, bank, ep, w, dataclasses.replace(config, base_lr=0.0),
+                               torch.Generator().manual_seed(0))
+    assert torch.equal(same.detach(), theta_g.detach().expand_as(same))
+
+
+def test_adam_base_step_moves_every_weight_by_the_learning_rate_and_ignores_the_loss_scale():
+    theta = torch.tensor([[0.5, -1.0, 2.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0, 0.0]])
+
+    def loss(scale):
+        return lambda th, _: scale * ((th - target) ** 2).sum(1)
+
+    one = ahl.adapt(theta, loss(1.0), [None], 1e-3, create_graph=False, optimizer="adam")
+    assert torch.allclose(theta.detach() - one.detach(), 1e-3 * theta.detach().sign(), atol=1e-6)  # step 1: lr sign(g)
+    many = ahl.adapt(theta, loss(1.0), [None] * 5, 1e-3, create_graph=False, optimizer="adam")
+    scaled = ahl.adapt(theta, loss(1000.0), [None] * 5, 1e-3, create_graph=False, optimizer="adam")
+    assert torch.allclose(many, scaled, atol=1e-7)  # a sum or a mean: Adam's step is the same
+    sgd = ahl.adapt(theta, loss(1.0), [None], 1e-3, create_graph=False, optimizer="sgd")
+    assert torch.allclose(sgd, theta.detach() * (1 - 2e-3))
+    with pytest.raises(ValueError, match="optimizer"):
+        ahl.adapt(theta, loss(1.0), [None], 1e-3, optimizer="rmsprop")
+
+
+def test_base_loss_is_the_sum_of_eq_1_or_the_codes_mean():
+    _, bank, ep = _toy_task_bank()
+    batch = ahl.sample_balanced(ep.support, 12, torch.Generator().manual_seed(0))
+    theta = ahl.init_theta(bank.shape[-1], 0).expand(ep.n_tasks, -1)
+    total = ahl.task_losses(bank, CFG, torch.Generator().manual_seed(1))(theta, batch)
+    mean = ahl.task_losses(bank, dataclasses.replace(CFG, base_loss="mean"), torch.Generator().manual_seed(1))(
+        theta, batch)
+    assert torch.allclose(total, 12 * mean)
+    with pytest.raises(ValueError, match="base_loss"):
+        dataclasses.replace(CFG, base_loss="max")
+
+
+def test_psi_has_the_papers_fc_layer_of_12_or_the_codes_none():
+    paper, code = ahl.ImportanceLSTM(6), ahl.ImportanceLSTM(6, fc=0)
+    assert paper.lstm.hidden_size == 6 and paper.lstm.num_layers == 2 and paper.lstm.bidirectional
+    assert (paper.hidden.in_features, paper.hidden.out_features) == (12, 12)
+    assert (paper.fc.in_features, paper.fc.out_features) == (12, 6)
+    assert code.hidden is None and code.fc.in_features == 12
+    assert paper(torch.randn(4, 5, 6)).shape == code(torch.randn(4, 5, 6)).shape == (4, 6)
+    assert ahl.AHLConfig().psi_lr == pytest.approx(2e-3)
+
+
+def test_train_ahl_records_w_and_the_drift_per_epoch():
+    features, _, _ = _toy_task_bank(4)
+    out = ahl.train_ahl(dataclasses.replace(CFG, epochs=3), features, torch.arange(4), theta0=ahl.init_theta(8, 0))
+    h = out["history"]
+    assert len(h["w"]) == len(h["drift"]) == 3 and all(len(d) == out["episodes"].n_tasks for d in h["drift"])
+    assert min(min(d) for d in h["drift"]) > 0
+    still = ahl.train_ahl(dataclasses.replace(CFG, epochs=2, base_steps=0), features, torch.arange(4),
+                          theta0=ahl.init_theta(8, 0))
+    assert max(max(d) for d in still["history"]["drift"]) == 0
 
 
 def test_phi_scores_equal_a_conv_abs_topk_head():

@@ -375,16 +375,19 @@ def test_run_ahl_rows_per_setting_resume_and_errors(small_root, tmp_path, capsys
     rows = json.loads(out.read_text())
     assert [(r["open_set"], r["seen_class"], r["ablation"]) for r in rows] == [
         (s, c, a) for s, c in (("general", None), ("hard", "crack"))
-        for a in ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL", "AHL ensemble")]
+        for a in ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL (no base training)", "AHL", "AHL ensemble")]
     for r in rows:
         assert r["method"] == "ahl" and r["shots"] == 2 and r["train_backbone"] is False
         assert 0.0 <= r["image_AUROC"] <= 1.0
         assert (r["open_set"] == "hard") == ("seen_image_AUROC" in r)  # the seen type's other anomalies
-    assert sum(rows[3]["w"]) == pytest.approx(1.0)
+    assert sum(rows[4]["w"]) == pytest.approx(1.0)
+    for r in rows[2:5]:  # the AHL rows: w and the base models' drift per epoch (2 epochs x 6 tasks)
+        assert len(r["w_epochs"]) == len(r["drift_epochs"]) == 2 and len(r["drift_epochs"][0]) == 6
+    assert rows[3]["drift_mean"] == 0 < rows[4]["drift_mean"]  # no base training: theta_i = theta_g
     assert list((tmp_path / "cache" / "features").glob("ahl-*.pt"))  # featurised once, on disk
     assert cli.main([*base, "--setting", "general", "--shots", "2", "--out", str(out), "--resume"]) == 0
     assert "skipped (--resume)" in capsys.readouterr().out
-    assert len(json.loads(out.read_text())) == 10
+    assert len(json.loads(out.read_text())) == 12
     table = cli.collect_rows(rows)
     assert {(t["open_set"], t["seen_class"]) for t in table} == {("general", None), ("hard", "crack")}
     for extra, message in ((["--setting", "hard", "--seen-class", "nope"], "unknown seen class 'nope'"),

@@ -14,12 +14,18 @@ types it never saw. DevNet fits the seen anomalies' distribution; AHL instead le
   T = C(C - 1): support normals from cluster a, query normals from cluster b; the seen anomalies split in
   disjoint halves; pseudo-anomalies (CutMix, CutPaste, Perlin) from a different generator in support and
   query; each normal swapped for its pseudo-anomalous copy with probability 0.5.
-* CDL (section 3.3): theta_i = theta_g - beta grad L(D_i^s; theta_g), L the batch mean of l_dev (eq. 1)
-  theta_g <- Adam on sum_i w_i L(D_i^q; theta_i(theta_g)), the gradient through the inner steps
-                                                                                            (eqs. 2-4)
-* importance (eqs. 5-7): a BiLSTM psi predicts each query sample's next scores under the T adapted models
-  from its last K epochs (MSE, eq. 5); r_i = mean_j c_j (s_hat_ji - y_j)^2 over D'_i (eq. 6), with c_j = 1
-  for anomalies phi_i never trained on and 0.5 otherwise; w = softmax(-r) (eq. 7).
+* base models (section 3.3, eq. 1): every meta-iteration sets theta_i <- theta_g and trains it on its
+  support set D_i^s: ``base_steps`` Adam steps (lr ``base_lr`` = 2e-4, section 4.1) on the *summed*
+  deviation loss L_phi_i = sum_j l_dev(phi_i(x_j; theta_i), y_j) of a balanced support batch (eq. 1). The
+  relative drift ||theta_i - theta_g|| / ||theta_g|| is recorded per task and epoch (``history["drift"]``):
+  if theta_i never leaves theta_g, CDL and psi have nothing to act on.
+* CDL (section 3.3): theta_g <- Adam (lr alpha = ``outer_lr`` = 2e-3) on
+  L_cdl^+ = sum_i w_i sum_j l_dev(phi_i(x_j; theta_i(theta_g)), y_j) over the query sets D_i^q
+  (eqs. 2-4), the gradient through the base models' training.
+* importance (eqs. 5-7): psi - a two-layer BiLSTM (hidden 6), a fully-connected layer of 12 and the
+  prediction layer (section 4.1, Adam lr 2e-3) - predicts each query sample's next scores under the T base
+  models from its last K epochs (MSE, eq. 5); r_i = mean_j c_j (s_hat_ji - y_j)^2 over D'_i (eq. 6), with
+  c_j = 1 for anomalies phi_i never trained on and 0.5 otherwise; w = softmax(-r) (eq. 7).
 * inference: phi(x; theta_g) alone (section 3.1); the w-weighted ensemble of the adapted models is an
   extra row.
 
@@ -28,8 +34,18 @@ every image - training normals, their pseudo-anomalous copies (one per generator
 ``pool_seed``), the test set - is featurised once and cached on disk. The base model is a 1x1 conv: the T
 task models are one [T, C + 1] tensor and a meta-iteration is a few batched tensor products, with no
 per-task loop. The paper fine-tunes a ResNet-18 DevNet first (448 px, two scales); adlkit does not.
-Because the head is piecewise linear in theta, its Hessian is zero almost everywhere: the second-order
-meta-gradient equals the first-order one here (a test checks the general formula on a quadratic loss).
+Because the head is piecewise linear in theta, its gradient is locally constant, so d theta_i / d theta_g = I
+almost everywhere - for SGD and for Adam steps alike: the second-order meta-gradient equals the first-order
+one here (a test checks the general formula on a quadratic loss, and the equality on the head).
+
+Names: the paper has no beta; its learning rate "for learning heterogeneous T base models" (section 4.1) is
+``base_lr`` here (MAML's beta; ``inner_lr`` before). "base_lr = 0" (the row "AHL (no base training)") means
+no base-model training: CDL becomes a w-weighted DevNet on the query batches.
+
+Declared departures (the result rows carry the config): ``base_optimizer="sgd"`` and ``base_loss="mean"``
+are the official code's base-model training (plain SGD steps p - 2e-4 grad on DevNet's batch-mean loss);
+``psi_fc=0`` is its psi (BiLSTM -> ReLU -> prediction layer, no FC layer of 12); ``variant="authors"``
+(AUTHORS_VARIANT) uses all three.
 """
 
 from __future__ import annotations
@@ -50,7 +66,7 @@ from ..losses import deviation_loss, reference_stats, top_k_mean
 
 __all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt",
            "build_features",
-           "devnet_loss", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
+           "devnet_loss", "drift", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
            "meta_step_authors", "phi_scores", "run_ahl", "score",
            "task_losses", "token_bank", "tokens", "train_ahl", "train_devnet"]
 
@@ -77,18 +93,21 @@ class AHLConfig:
     # CDL
     init: str = "devnet"  # theta_g starts from the DevNet baseline's weights (the paper builds AHL on a trained
     # DevNet); "random": PyTorch's default initialisation
-    inner_lr: float = 2e-4  # beta: SGD on the batch-mean l_dev (eq. 1; DevNet's loss is a mean in the official code)
-    inner_steps: int = 3  # adaptation steps from theta_g per meta-iteration
+    base_lr: float = 2e-4  # the base models' learning rate (section 4.1; MAML's beta); 0: theta_i = theta_g
+    base_steps: int = 10  # optimiser steps from theta_g per meta-iteration (eq. 1; the paper gives no count)
+    base_optimizer: str = "adam"  # "adam": section 4.1; "sgd": the official code (theta - base_lr grad)
+    base_loss: str = "sum"  # "sum": eq. 1's sum over the support batch; "mean": the official code (DevNet's mean)
     second_order: bool = False  # the graph of the inner steps: the head is piecewise linear (zero Hessian), so
     # the first-order meta-gradient is exact here (tested) and twice as fast; True for a head with curvature
     outer_lr: float = 2e-3  # alpha (Adam)
-    steps_per_epoch: int = 20  # meta-iterations per epoch (3 inner x 20 = the code's 3 passes x 20 steps)
+    steps_per_epoch: int = 20  # meta-iterations (outer steps) per epoch, DevNet's 20 batches per epoch
     batch_size: int = 48  # balanced: 1/3 normal, 1/3 seen, 1/3 pseudo (DevNet: 1/2 normal, 1/2 seen)
     epochs: int = 30
     # importance (psi)
     importance: bool = True  # False: uniform w ("AHL, uniform w")
     history_k: int = 5  # K epochs of scores in psi's input
-    psi_hidden: int = 6
+    psi_hidden: int = 6  # the BiLSTM's hidden size (section 4.1)
+    psi_fc: int = 12  # the fully-connected layer before the prediction layer (section 4.1); 0: the official code
     psi_lr: float = 2e-3
     psi_steps: int = 50  # full-batch Adam steps on psi per epoch
     c_unseen: float = 1.0  # c_j of eq. 6 for anomalies phi_i did not train on
@@ -107,8 +126,12 @@ class AHLConfig:
             raise ValueError(f"n_clusters must be at least 2 (T = C(C - 1) tasks); got {self.n_clusters}")
         if self.batch_size < 3:
             raise ValueError(f"batch_size must be at least 3 (a third normal, seen, pseudo); got {self.batch_size}")
-        if self.history_k < 1 or self.inner_steps < 0 or self.epochs < 1 or self.steps_per_epoch < 1:
-            raise ValueError("history_k, epochs and steps_per_epoch must be at least 1 and inner_steps at least 0")
+        if self.base_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"base_optimizer must be 'adam' or 'sgd'; got {self.base_optimizer!r}")
+        if self.base_loss not in ("sum", "mean"):
+            raise ValueError(f"base_loss must be 'sum' or 'mean'; got {self.base_loss!r}")
+        if self.history_k < 1 or self.base_steps < 0 or self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ValueError("history_k, epochs and steps_per_epoch must be at least 1 and base_steps at least 0")
 
     @property
     def n_tasks(self) -> int:
@@ -119,9 +142,10 @@ AUTHORS_VARIANT = """What ``variant="authors"`` changes (the official code, gith
 1. a "cluster" of n images is the first n normal images of the list, not the cluster's members (nested sets);
 2. the query's seen anomalies are the other half plus two of the support's, and support and query use the
    same pseudo-anomaly generator;
-3. adaptation: one step from theta_g with its graph, then ``authors_inner_steps`` first-order steps; the
-   query loss is summed over ``authors_query_batches`` batches and weighted (0.5 + 0.5 w_i) once psi is
-   trained (1/T before);
+3. adaptation: SGD on the batch-mean loss (``base_lr``), one step from theta_g with its graph, then
+   ``authors_inner_steps`` first-order steps (psi as ``psi_fc=0``: no FC layer of 12); the query loss is
+   summed over ``authors_query_batches`` batches and weighted (0.5 + 0.5 w_i) once psi is trained (1/T
+   before);
 4. eq. 6 on raw scores: r_i = 0.5 e_normal + 0.5 e_pseudo + 1.0 e_seen, each e the per-query-set MSE means
    summed over the sets and divided by the group's total count; nothing excluded;
 5. one outer Adam step per epoch, made at the start of the next epoch (the last epoch's is never made), the
@@ -132,6 +156,7 @@ ABLATIONS = {  # the rows one run reports (same features, same episodes' data)
     "DevNet": "seen anomalies only, balanced batches",
     "DevNet + pseudo": "seen anomalies and the pseudo-anomalies of every generator",
     "AHL (uniform w)": "CDL without psi: w_i = 1/T",
+    "AHL (no base training)": "no base-model training (base_lr = 0, eq. 1 skipped): psi's w on a w-weighted DevNet",
     "AHL": "CDL with psi's importance weights; scored by theta_g (section 3.1)",
     "AHL ensemble": "the w-weighted adapted models theta_i of the last epoch",
 }
@@ -267,29 +292,54 @@ def devnet_loss(s: torch.Tensor, y: torch.Tensor, config: AHLConfig, gen: torch.
     return deviation_loss((s - mu) / sigma, y, config.margin)
 
 
-def task_losses(bank: torch.Tensor, config: AHLConfig, gen: torch.Generator):
-    """``loss_fn(theta [T, C + 1], (indices [T, B], labels [T, B])) -> [T]``: each task's batch-mean l_dev
-    under its own model (eq. 1's L, DevNet's mean as in the official code), for :func:`adapt`."""
+def task_losses(bank: torch.Tensor, config: AHLConfig, gen: torch.Generator, reduction: str | None = None):
+    """``loss_fn(theta [T, C + 1], (indices [T, B], labels [T, B])) -> [T]``: each task's l_dev under its own
+    model, summed over the batch (eq. 1's L_phi_i; ``reduction`` defaults to ``config.base_loss``) or its mean
+    (the official code), for :func:`adapt`."""
+    reduction = reduction or config.base_loss
 
     def loss_fn(theta, batch):
         idx, y = batch
-        return devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean(1)
+        dev = devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen)
+        return dev.sum(1) if reduction == "sum" else dev.mean(1)
 
     return loss_fn
 
 
-def adapt(theta_g: torch.Tensor, loss_fn, batches, beta: float, create_graph: bool = True) -> torch.Tensor:
-    """Eq. 1, repeated: theta <- theta - beta grad loss_fn(theta, batch) for each batch, from theta_g.
+def adapt(theta_g: torch.Tensor, loss_fn, batches, lr: float, create_graph: bool = True, optimizer: str = "sgd",
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """Train the base models on eq. 1 from theta_g: one optimiser step per batch.
+
+    ``optimizer="sgd"`` (MAML's step and the official code's): theta <- theta - lr g.
+    ``optimizer="adam"`` (section 4.1; what :func:`meta_step` uses by default, ``base_optimizer``): Adam with
+    fresh moments, written out so that it stays differentiable, m <- b1 m + (1 - b1) g,
+    v <- b2 v + (1 - b2) g^2, theta <- theta - lr m_hat / (sqrt(v_hat) + eps) (bias-corrected); each
+    coordinate moves by about ``lr`` per step whatever the loss's scale.
 
     ``loss_fn(theta, batch)`` returns one loss per task [T] (their sum is differentiated, so each task's
     rows get their own gradient). With ``create_graph`` the result stays a differentiable function of
     theta_g (second order); without, the inner gradients are constants (first order)."""
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
     theta = theta_g
-    for batch in batches:
+    m = v = None
+    for step, batch in enumerate(batches, start=1):
         loss = loss_fn(theta, batch)
         (grad,) = torch.autograd.grad(loss.sum(), theta, create_graph=create_graph)
-        theta = theta - beta * grad
+        if optimizer == "sgd":
+            theta = theta - lr * grad
+            continue
+        m = (1 - betas[0]) * grad if m is None else betas[0] * m + (1 - betas[0]) * grad
+        v = (1 - betas[1]) * grad ** 2 if v is None else betas[1] * v + (1 - betas[1]) * grad ** 2
+        m_hat, v_hat = m / (1 - betas[0] ** step), v / (1 - betas[1] ** step)
+        theta = theta - lr * m_hat / (v_hat.sqrt() + eps)
     return theta
+
+
+def drift(theta_i: torch.Tensor, theta_g: torch.Tensor) -> torch.Tensor:
+    """||theta_i - theta_g|| / ||theta_g|| per base model [T]: how far eq. 1 moved each from the unified model."""
+    theta_g = theta_g.detach().reshape(1, -1)
+    return (theta_i.detach() - theta_g).norm(dim=1) / theta_g.norm().clamp_min(1e-12)
 
 
 # ----------------------------------------------------------------------------- HADG: heterogeneous tasks
@@ -391,17 +441,23 @@ def sample_balanced(groups, batch_size: int, gen: torch.Generator) -> tuple[torc
 
 # ----------------------------------------------------------------------------- psi: importance of each task
 class ImportanceLSTM(nn.Module):
-    """psi (eq. 5): a 2-layer bidirectional LSTM (hidden 6, so 12 outputs) -> ReLU -> Linear(12, T) reads a
-    sample's scores under the T adapted models over the last K epochs [B, K, T] and predicts the next [B, T]."""
+    """psi (eq. 5, section 4.1): a two-layer bidirectional LSTM (hidden 6, so 12 outputs) -> ReLU -> a
+    fully-connected layer of ``fc`` = 12 nodes -> ReLU -> the prediction layer Linear(12, T). It reads a
+    sample's scores under the T base models over the last K epochs [B, K, T] and predicts the next [B, T].
+    ``fc=0``: the official code's psi, BiLSTM -> ReLU -> prediction layer."""
 
-    def __init__(self, n_tasks: int, hidden: int = 6):
+    def __init__(self, n_tasks: int, hidden: int = 6, fc: int = 12):
         super().__init__()
         self.lstm = nn.LSTM(n_tasks, hidden, num_layers=2, bidirectional=True, batch_first=True)
-        self.fc = nn.Linear(2 * hidden, n_tasks)
+        self.hidden = nn.Linear(2 * hidden, fc) if fc else None
+        self.fc = nn.Linear(fc or 2 * hidden, n_tasks)  # the prediction layer
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(seq)
-        return self.fc(F.relu(out[:, -1]))
+        h = F.relu(out[:, -1])
+        if self.hidden is not None:
+            h = F.relu(self.hidden(h))
+        return self.fc(h)
 
 
 def importance_weights(predicted: torch.Tensor, y: torch.Tensor, c: torch.Tensor, keep: torch.Tensor,
@@ -420,13 +476,15 @@ def importance_weights(predicted: torch.Tensor, y: torch.Tensor, c: torch.Tensor
 # ----------------------------------------------------------------------------- CDL: one meta-iteration
 def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: torch.Tensor, config: AHLConfig,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eqs. 1-4 for all T tasks at once: adapt theta_g on ``inner_steps`` support batches, then the
-    w-weighted mean query loss of the adapted models. Returns (L_cdl, query losses [T], theta_i [T, C + 1]);
-    L_cdl.backward() puts the meta-gradient in theta_g.grad."""
+    """Eqs. 1-4 for all T tasks at once: theta_i <- theta_g, ``base_steps`` steps of ``base_optimizer`` on
+    support batches (eq. 1, ``base_loss``: summed), then the w-weighted query loss of the base models
+    (eq. 4; each task's batch mean, so that alpha's scale does not depend on the batch size). Returns
+    (L_cdl^+, query losses [T], theta_i [T, C + 1]); L_cdl^+.backward() puts the meta-gradient in theta_g.grad."""
     T = episodes.n_tasks
     loss_fn = task_losses(bank, config, gen)
-    supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.inner_steps)]
-    theta_i = adapt(theta_g.expand(T, -1), loss_fn, supports, config.inner_lr, create_graph=config.second_order)
+    supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.base_steps)]
+    theta_i = adapt(theta_g.expand(T, -1), loss_fn, supports, config.base_lr, create_graph=config.second_order,
+                    optimizer=config.base_optimizer)
     idx, y = sample_balanced(episodes.query, config.batch_size, gen)
     l_q = devnet_loss(phi_scores(theta_i, bank[idx], config.topk_ratio), y, config, gen).mean(1)  # [T]
     return (w * l_q).sum(), l_q, theta_i
@@ -438,14 +496,15 @@ def meta_step_authors(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episo
     graph, ``authors_inner_steps`` first-order steps, then the query loss summed over
     ``authors_query_batches`` batches, weighted by ``weights``."""
     T = episodes.n_tasks
-    loss_fn = task_losses(bank, config, gen)
+    loss_fn = task_losses(bank, config, gen, reduction="mean")
 
     def batches(sets, n):
         return [sample_balanced(sets, config.batch_size, gen) for _ in range(n)]
 
-    theta_i = adapt(theta_g.expand(T, -1), loss_fn, batches(episodes.support, 1), config.inner_lr, create_graph=True)
-    theta_i = adapt(theta_i, loss_fn, batches(episodes.support, config.authors_inner_steps), config.inner_lr,
-                    create_graph=False)
+    theta_i = adapt(theta_g.expand(T, -1), loss_fn, batches(episodes.support, 1), config.base_lr, create_graph=True,
+                    optimizer="sgd")
+    theta_i = adapt(theta_i, loss_fn, batches(episodes.support, config.authors_inner_steps), config.base_lr,
+                    create_graph=False, optimizer="sgd")
     l_q = sum(loss_fn(theta_i, b) for b in batches(episodes.query, config.authors_query_batches))  # [T]
     return (weights * l_q).sum(), l_q, theta_i
 
@@ -495,7 +554,7 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
     opt = torch.optim.Adam([theta_g], lr=config.outer_lr)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 7)
-        psi = ImportanceLSTM(T, config.psi_hidden).to(device)
+        psi = ImportanceLSTM(T, config.psi_hidden, 0 if config.variant == "authors" else config.psi_fc).to(device)
     psi_opt = torch.optim.Adam(psi.parameters(), lr=config.psi_lr)
     # psi's samples: every query set's members; D'_i drops task i's support normals; c_ji = 1 for anomalies
     # task i never trained on
@@ -522,23 +581,27 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
     psi_ready = False
     w = torch.full((T,), 1 / T, device=device)
     past: list[torch.Tensor] = []  # scores of the pool under the adapted models, one [J, T] per epoch
-    history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "seconds": 0.0}
+    history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "drift": [],
+               "seconds": 0.0}
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
         losses = torch.zeros(T, device=device)
+        moved = torch.zeros(T, device=device)  # the epoch's mean ||theta_i - theta_g|| / ||theta_g|| per task
         if authors:  # one outer step per epoch: last epoch's gradient, applied now (the last one never)
             opt.step()
             sched.step()
             weights = 0.5 + 0.5 * w if psi_ready else torch.full((T,), 1 / T, device=device)
             loss, l_q, theta_i = meta_step_authors(theta_g, bank, episodes, weights, config, gen)
-            check_finite(loss, f"epoch {epoch}", f"lower inner_lr (now {config.inner_lr})")
+            check_finite(loss, f"epoch {epoch}", f"lower base_lr (now {config.base_lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([theta_g], 1.0)
             losses += l_q.detach() * config.steps_per_epoch / config.authors_query_batches  # per batch
+            moved += drift(theta_i, theta_g) * config.steps_per_epoch
         for _ in range(0 if authors else config.steps_per_epoch):
             loss, l_q, theta_i = meta_step(theta_g, bank, episodes, w, config, gen)
-            check_finite(loss, f"epoch {epoch}", f"lower outer_lr (now {config.outer_lr}) or inner_lr")
+            check_finite(loss, f"epoch {epoch}", f"lower outer_lr (now {config.outer_lr}) or base_lr")
+            moved += drift(theta_i, theta_g)  # before theta_g moves
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -569,9 +632,11 @@ def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pro
         history["w"].append(w.tolist())
         history["r"].append(r.tolist())
         history["psi_mse"].append(mse)
+        history["drift"].append((moved / config.steps_per_epoch).tolist())
         history["seconds"] = time.perf_counter() - t0
         if progress:
-            print(f"epoch {epoch:3d}  query loss {history['query_loss'][-1]:.4f}  w {np.round(w.tolist(), 3)}")
+            print(f"epoch {epoch:3d}  query loss {history['query_loss'][-1]:.4f}  w {np.round(w.tolist(), 3)}  "
+                  f"drift {np.round(history['drift'][-1], 4)}")
     return {"theta_g": theta_g.detach(), "theta_i": theta_i, "w": w, "episodes": episodes, "history": history,
             "psi": psi}
 
@@ -634,6 +699,9 @@ def fit(config: AHLConfig, features: FeatureBank, split, progress: bool = False)
     theta0 = models["DevNet"]["theta"] if config.init == "devnet" else None  # the same start for both AHL rows
     models["AHL (uniform w)"] = train_ahl(dataclasses.replace(config, importance=False), features, shots,
                                           theta0=theta0)
+    if config.variant == "paper":  # base_lr = 0 leaves theta_i = theta_g: skipping eq. 1's steps is the same model
+        models["AHL (no base training)"] = train_ahl(dataclasses.replace(config, base_steps=0), features, shots,
+                                             theta0=theta0)
     models["AHL"] = train_ahl(config, features, shots, progress=progress, theta0=theta0)
     params = {name: (m.get("theta", m.get("theta_g")), None) for name, m in models.items()}
     params["AHL ensemble"] = (models["AHL"]["theta_i"], models["AHL"]["w"])
