@@ -178,10 +178,17 @@ def _same_weights(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_train_multicue_without_shots_is_adl(tile, tmp_path, monkeypatch):
+@pytest.mark.parametrize("authors", [False, True], ids=["paper", "authors"])
+def test_train_multicue_without_shots_is_adl(tile, authors, tmp_path, monkeypatch):
+    """Multi-cue's loop is ADL's Algorithm 1 step for step (with the authors' hard burn-in and k-means OR y too)."""
     monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path))
     train, _ = tile
-    cfg = _tiny(train_backbone=False)
+    cfg = _tiny(train_backbone=False, epochs=3, steps_per_epoch=2, burn_in=1)
+    if authors:  # the fields authors_code() sets (margin, bce_target, hard_burn_in, shot_masks)
+        default, code = MultiCueConfig(), MultiCueConfig.authors_code()
+        cfg = dataclasses.replace(cfg, **{f.name: getattr(code, f.name) for f in dataclasses.fields(code)
+                                          if getattr(code, f.name) != getattr(default, f.name)})
+        assert cfg.hard_burn_in and cfg.shot_masks
     a, _ = train_multicue(cfg, train, None)
     b, _ = adl.train_adl(cfg, train)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):

@@ -152,7 +152,7 @@ def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageData
     without_seg = replace(config, use_seg=False)  # adl_step's deviation and BCE terms; the focal loss is below
     model.train()
     for epoch in adl._epochs(start, config, progress):
-        after = epoch >= config.burn_in
+        after = epoch >= config.burn_in  # burn-in: uniform weights (and hard labels with hard_burn_in)
         sums = dict.fromkeys(("total", "dev", "bce", "seg", "w_cont", "n_cont", "w_clean", "n_clean"), 0.0)
         for step in range(config.steps_per_epoch):
             batch = sample_batch(data, config, gens, shot_cache)  # normal-labelled, pseudo- and real anomalies
@@ -160,7 +160,7 @@ def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageData
                 out = adl.forward(model, batch["inputs"], seg_size, config.use_seg)
             mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)
             target = adl.bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
-                                    gens["cpu"])
+                                    gens["cpu"], after)
             terms = adl.adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, without_seg, after)
             if config.use_seg:  # the focal loss against the masks of seg_rows (Perlin: paper §4.1)
                 rows = batch["seg_rows"].to(out["seg"].device)
