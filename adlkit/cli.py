@@ -445,6 +445,7 @@ def _cmd_run_ckaad(args) -> int:
     rows = args.ablation or ["+patch"]
     for name in rows:
         _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
+    eval_at = sorted(set(args.eval_at or []) | ({base.steps} if args.eval_at else set()))
     grid = [(c, s, a) for c in data for s in args.seed for a in rows]
     grid, finished, commit = _start_grid(args, out, done, grid)
     for cat, seed, ablation in grid:
@@ -456,20 +457,32 @@ def _cmd_run_ckaad(args) -> int:
                "texture_source": PseudoAnomaly(8, sources=config.sources).source_kind if config.anomalies == "perlin"
                else None, "seed": seed, "config": dataclasses.asdict(config)}
         name = f"ckaad [{ablation}] {cat} seed={seed}"
-        if _run_key(row) in finished:
+        # --eval-at: one row per step, its config's steps = that step (the model at step s of the run is a run
+        # of s steps); "eval_of_run" = the run's length
+        curve_rows = [{**row, "config": {**row["config"], "steps": s}, "eval_of_run": config.steps} for s in eval_at]
+        if all(_run_key(r) in finished for r in curve_rows or [row]):
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
         train, test = data[cat]
         ckpt = Path(args.checkpoint) / f"{cat}_s{seed}_{ablation.replace('+', 'plus')}" if args.checkpoint else None
-        r = run_ckaad(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite)
+        r = run_ckaad(config, train, test, device, eval_at=eval_at, checkpoint_dir=ckpt, resume=args.resume,
+                      overwrite=args.overwrite)
         hist = r["history"]
-        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
-        row.update(backbone=hist["backbone"], weights=hist["weights"], device=str(device),
-                   train_seconds=round(hist["seconds"], 2), wall_seconds=round(time.perf_counter() - t0, 2),
-                   n_test=len(r["test"]), commit=commit)
+        info = dict(backbone=hist["backbone"], weights=hist["weights"], device=str(device), n_test=len(r["test"]),
+                    commit=commit)
+        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES) or k == "pixel_AUPRO_per_image"})
+        row.update(info, discriminator=r["discriminator"], train_seconds=round(hist["seconds"], 2),
+                   wall_seconds=round(time.perf_counter() - t0, 2))
+        for entry, crow in zip(r["curve"], curve_rows):
+            crow.update({k: v for k, v in entry.items() if not k.startswith(("d_", "step"))})
+            crow.update(info, discriminator={k: v for k, v in entry.items() if k.startswith("d_")},
+                        wall_seconds=row["wall_seconds"])
         if out is not None:
-            training.append_result(out, row)
+            for done_row in curve_rows or [row]:
+                training.append_result(out, done_row)
+        for crow in curve_rows:
+            print(f"{name} step {crow['config']['steps']}: {_summary(crow)}", flush=True)
         print(f"{name}: {_summary(row)} ({row['wall_seconds']:.0f} s on {device})", flush=True)
     if out is not None:
         print(f"{out} holds {len(training.read_results(out))} result(s)")
@@ -811,6 +824,9 @@ def _add_ckaad_arguments(p: argparse.ArgumentParser) -> None:
     _add_grid_arguments(p, "one or more categories (one model each)", 128, "folder for per-run checkpoints (last.pt)",
                         "skip the runs already in --out and continue checkpoints")
     p.add_argument("--steps", type=int, help="training steps of 16 normal + 16 coarse anomalies")
+    p.add_argument("--eval-at", type=int, nargs="+", metavar="STEP",
+                   help="a learning curve: score each run also at these steps (multiples of log_every) and write "
+                        "one row per step (and --steps) instead of one per run")
     p.add_argument("--ablation", nargs="+", help="rows of Table 3 (a grid axis): recon, reconsub, gan, +image, "
                                                  "+patch (default), both")
     p.add_argument("--anomalies", choices=["elastic", "perlin", "real"],

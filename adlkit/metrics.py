@@ -7,7 +7,10 @@ Image level: one score per image, label 1 = anomalous. Pixel level: one anomaly 
 * :func:`pixel_auroc`, :func:`pixel_aupr` - the same, over all pixels of all images.
 * :func:`aupro` - area under the per-region-overlap curve up to a false-positive rate of 30%,
   normalised to [0, 1] (Bergmann et al., MVTec AD, IJCV 2021). Every connected defect region
-  counts equally, however small, which is why it is reported beside pixel AUROC.
+  counts equally, however small, which is why it is reported beside pixel AUROC. This is the default PRO.
+* :func:`aupro_per_image` - the same area per anomalous image (its own regions against its own normal
+  pixels), averaged over images: the PRO of RD4AD's evaluation code and of code derived from it (e.g.
+  CKAAD's, Fang et al. 2024). A named option: not comparable with :func:`aupro`.
 
 All functions accept NumPy arrays or torch tensors.
 """
@@ -18,8 +21,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["aupro", "evaluate", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr", "pixel_auroc",
-           "pixel_metrics",
+__all__ = ["aupro", "aupro_per_image", "evaluate", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr",
+           "pixel_auroc", "pixel_metrics",
            "pro_curve"]
 
 
@@ -158,6 +161,22 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
         x, y = np.r_[x, fpr_limit], np.r_[y, y_at]
     area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
     return min(area / fpr_limit, 1.0)
+
+
+def aupro_per_image(maps, masks, fpr_limit: float = 0.3) -> float:
+    """:func:`aupro` of each image with a defect (and a normal pixel) alone, averaged over those images.
+
+    The PRO of RD4AD's evaluation code (Deng and Li, 2022), which CKAAD's code reuses (Fang et al., 2024):
+    each anomalous image gets its own curve, its FPR counted over that image's normal pixels only, so
+    normal test images and the other images' false positives never enter. Here the curve is exact and cut
+    at ``fpr_limit`` (that code uses 200 thresholds between the image's min and max score and rescales
+    the FPRs below 0.3 by their maximum). Not comparable with the dataset-level :func:`aupro`.
+    """
+    maps, masks = _maps_and_masks(maps, masks)
+    areas = [aupro(m[None], k[None], fpr_limit) for m, k in zip(maps, masks) if k.any() and not k.all()]
+    if not areas:
+        raise ValueError("AUPRO per image needs at least one image with a defect region and a normal pixel.")
+    return float(np.mean(areas))
 
 
 def image_metrics(scores, labels, prefix: str = "") -> dict:

@@ -5,7 +5,7 @@
 
 Prints, on the CPU, at 1 and at 2 torch threads (``torch.set_num_threads``; ``--threads``):
 
-1. The frozen EfficientNet-Lite0 backbone (levels 1, 2, 3; ``adl._features``, as ``featurize`` runs it)
+1. The frozen EfficientNet-Lite0 backbone (levels 1, 2, 3; ``features.features``, as ``featurize`` runs it)
    in images/s on a batch of 32, at 128 and 256 px; and, at 128 px, ``synth.elastic_anomalies`` (the
    warps of ``ckaad.prepare_data``'s bank) on the same 32 images.
 2. One training step, ``ckaad.ckaad_step`` on 16 normal + 16 warped images, for each row of Table 3
@@ -15,7 +15,7 @@ Prints, on the CPU, at 1 and at 2 torch threads (``torch.set_num_threads``; ``--
      (b) uncached - the frozen backbone runs on the 32 images every step (no_grad), then the same step;
    and the cost of not caching (time of b / time of a). At 128 px, and at 256 px unless ``--quick``.
 3. Scoring: ``ckaad.predict`` on 65 test images at 128 px (eq. 14's maps and top-k scores), with the
-   images' levels already remembered by ``adl.featurize`` (as for the 2nd to 4th row of a class) and
+   images' levels already remembered by ``features.featurize`` (as for the 2nd to 4th row of a class) and
    with that memo cleared first (the 1st row).
 4. Notebook 07's full mode projected from the 128 px numbers: 5 classes x 4 rows x S training steps
    + featurising, per class once, 100 training images x (1 + 4 warps) and 65 test images (plus the
@@ -48,7 +48,7 @@ import torch
 from _timing import best_time, print_wall  # benchmarks/ is on sys.path when a script runs
 
 from adlkit import features, metrics
-from adlkit.methods import adl, ckaad
+from adlkit.methods import ckaad
 from adlkit.methods.ckaad import CKAADConfig
 from adlkit.models import backbone
 from adlkit.synth import elastic_anomalies
@@ -74,7 +74,7 @@ class Bench:
         cfg = CKAADConfig()
         self.warped = elastic_anomalies(self.images, cfg.warp_alpha, cfg.warp_sigma, g)
         with torch.no_grad():  # cached once (as prepare_data; timed in 1.)
-            normal, warped = adl._features(encoder, self.images), adl._features(encoder, self.warped)
+            normal, warped = features.features(encoder, self.images), features.features(encoder, self.warped)
         self.data = ckaad.CKAADData(normal, warped, paired=True)
 
     def config(self, row: str) -> CKAADConfig:
@@ -104,7 +104,7 @@ def steppers(bench: Bench, encoder, row: str, steps: int):
         for _ in range(steps):
             idx = torch.randint(POOL, (n,), generator=gen)
             with torch.no_grad():  # the 16 images and a warp of each, through the backbone together
-                levels = adl._features(encoder, torch.cat([bench.images[idx], bench.warped[idx]]))
+                levels = features.features(encoder, torch.cat([bench.images[idx], bench.warped[idx]]))
             ckaad.ckaad_step(model, [f[:n] for f in levels], [f[n:] for f in levels], opt_g, opt_d, config)
 
     return cached, uncached
@@ -162,7 +162,7 @@ def main(argv=None):
     cfg = scorer.config
     for t in threads:
         torch.set_num_threads(t)
-        fns = {s: (lambda b=b: adl._features(encoder, b.images[:BATCH])) for s, b in benches.items()}
+        fns = {s: (lambda b=b: features.features(encoder, b.images[:BATCH])) for s, b in benches.items()}
         fns["warp"] = lambda: elastic_anomalies(benches[128].images[:BATCH], cfg.warp_alpha, cfg.warp_sigma)
         best, share = best_time(fns, args.rounds)
         warp_rate[t] = BATCH / best["warp"]

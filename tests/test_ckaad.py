@@ -115,11 +115,51 @@ def test_discriminator_loss_with_the_gan_objective_is_bce_with_logits(kind):
     f_n, f_a, recon = _levels(g), _levels(g), _levels(g, 6)
     d = _discriminator(kind)
     config = replace(CFG, objective="gan", gamma=0.2)
-    expected = _by_hand(d(f_n), 0, "gan") + 0.8 * _by_hand(d(f_a), 1, "gan") + 0.2 * _by_hand(d(recon), 1, "gan")
+    # eq. 7, the vanilla GAN: normal features (0) against reconstructions (1); no f_a term and no gamma
+    expected = _by_hand(d(f_n), 0, "gan") + _by_hand(d(recon), 1, "gan")
     loss = ckaad.discriminator_loss(d, f_n, f_a, recon, config)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     energy_loss = ckaad.discriminator_loss(d, f_n, f_a, recon, replace(config, objective="energy"))
     assert loss.item() != pytest.approx(energy_loss.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["patch", "image"])
+def test_the_gan_rows_d_loss_does_not_change_when_the_coarse_anomalies_change(kind):
+    """Table 3's "GAN" (eq. 7): D is not informed of the anomalies, so its loss on a batch depends on the
+    normal features and the reconstructions only; the knowledge-aware rows' loss (eq. 8) does depend on them."""
+    g = torch.Generator().manual_seed(3)
+    f_n, f_a, recon = _levels(g), _levels(g), _levels(g, 6)
+    other_a = [3 * f + 1 for f in _levels(g)]
+    d = _discriminator(kind)
+    gan = CFG.ablation("gan")
+    assert gan.objective == "gan" and gan.uses_d
+    assert ckaad.discriminator_loss(d, f_n, f_a, recon, gan).item() == \
+        ckaad.discriminator_loss(d, f_n, other_a, recon, gan).item()
+    aware = CFG.ablation("+image")
+    assert ckaad.discriminator_loss(d, f_n, f_a, recon, aware).item() != pytest.approx(
+        ckaad.discriminator_loss(d, f_n, other_a, recon, aware).item(), rel=1e-4)
+
+
+def test_the_gan_rows_d_step_does_not_change_when_the_coarse_anomalies_change_with_g_frozen(tile):
+    """Inside ckaad_step: with G's reconstructions held fixed (an AE that returns its input's normal half for every
+    input), the D update of the "gan" row is the same for two different anomaly batches."""
+    _, train, _ = tile
+    config = CFG.ablation("gan")
+    model = ckaad.build_model(config, "cpu")
+    g = torch.Generator().manual_seed(4)
+    f_n = _levels(g, 4)
+    fixed = [torch.cat([f, f]) for f in _levels(g, 4)]
+    model.ae.forward = lambda levels: ([r.clone().requires_grad_() for r in fixed], None)
+    states = []
+    for f_a in (_levels(g, 4), [5 * f for f in _levels(g, 4)]):
+        m = copy.deepcopy(model)
+        m.ae.forward = model.ae.forward
+        opt_d = torch.optim.Adam(m.d_image.parameters(), lr=1e-2)
+        opt_g = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+        out = ckaad.ckaad_step(m, f_n, f_a, opt_g, opt_d, config)
+        states.append((out["d"], _snapshot(m.d_image)))
+    assert states[0][0] == states[1][0]
+    assert _equal_states(states[0][1], states[1][1])
 
 
 def test_the_d_loss_on_detached_reconstructions_puts_no_gradient_into_the_ae():
@@ -352,6 +392,42 @@ def test_every_ablation_row_trains_and_scores(row, tile):
     for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
         assert np.isfinite(result[key]), key
     assert len(result["scores"]) == len(test)
+
+
+def test_eval_at_scores_the_same_run_at_each_step_as_runs_of_that_length(tile):
+    """A learning curve from one run: the entry at step s equals a separate run of s steps, and the last equals
+    the run's own result; the discriminator statistics come with it."""
+    _, train, test = tile
+    config = replace(CFG.ablation("+patch"), steps=10, log_every=5)
+    long = ckaad.run_ckaad(config, train, test, eval_at=[5, 10])
+    assert [e["step"] for e in long["curve"]] == [5, 10]
+    short = ckaad.run_ckaad(replace(config, steps=5), train, test)
+    for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_AUPRO_per_image"):
+        assert long["curve"][0][key] == short[key], key
+        assert long["curve"][1][key] == long[key], key
+    assert long["curve"][0]["d_patch_normal"] == short["discriminator"]["d_patch_normal"]
+    assert {"d_patch_normal", "d_patch_anomalous", "d_patch_recon", "d_patch_auroc"} <= set(long["discriminator"])
+    assert long["curve"][0]["train_seconds"] <= long["curve"][1]["train_seconds"] <= long["history"]["seconds"] + 0.01
+    with pytest.raises(ValueError, match="multiples of log_every"):
+        ckaad.run_ckaad(config, train, test, eval_at=[3])
+
+
+def test_aupro_per_image_is_the_mean_of_each_anomalous_images_own_aupro():
+    """The authors' code's PRO (per anomalous image) against adlkit's default (one curve over the dataset)."""
+    from adlkit import metrics
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 16, 16), dtype=bool)
+    masks[0, 2:6, 2:6] = True
+    masks[1, 8:12, 9:14] = True  # image 2 is normal: no term of its own, and its pixels no false positives
+    maps = rng.random((3, 16, 16)) + masks * np.array([1.0, 0.2, 0.0])[:, None, None]
+    maps[2] += 0.8  # a normal image with high scores hurts the dataset-level AUPRO, not the per-image one
+    per = metrics.aupro_per_image(maps, masks)
+    assert per == pytest.approx(np.mean([metrics.aupro(maps[i:i + 1], masks[i:i + 1]) for i in (0, 1)]))
+    assert per == pytest.approx(metrics.aupro_per_image(maps[:2], masks[:2]))
+    assert per > metrics.aupro(maps, masks) + 0.05
+    with pytest.raises(ValueError):
+        metrics.aupro_per_image(maps[2:], masks[2:])
 
 
 def test_unknown_row_and_objective_are_refused():

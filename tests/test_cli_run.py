@@ -333,6 +333,21 @@ def test_run_ckaad_rows_resume_and_errors(small_root, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_run_ckaad_eval_at_writes_one_row_per_step_of_one_run(small_root, tmp_path, capsys):
+    out = tmp_path / "curve.json"
+    base = ["run", "ckaad", "--data", f"mvtec:{small_root}", "--category", "tile", *CKAAD_FAST, "--ablation", "+patch"]
+    assert cli.main([*base, "--eval-at", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["config"]["steps"] for r in rows] == [2, 4] and {r["eval_of_run"] for r in rows} == {4}
+    for r in rows:
+        assert 0.0 <= r["pixel_AUPRO_per_image"] <= 1.0 and 0.0 <= r["image_AUROC"] <= 1.0
+        assert {"d_patch_normal", "d_patch_anomalous", "d_patch_recon", "d_patch_auroc"} <= set(r["discriminator"])
+    assert rows[0]["train_seconds"] <= rows[1]["train_seconds"]
+    assert cli.main([*base, "--eval-at", "2", "--out", str(out), "--resume"]) == 0
+    assert "skipped (--resume)" in capsys.readouterr().out and len(json.loads(out.read_text())) == 2
+    assert cli.main([*base, "--eval-at", "3"]) == 2  # not a multiple of log_every
+
+
 def _ckaad_row(ablation, category, seed, anomalies="elastic", **metrics):
     from adlkit.methods.ckaad import CKAADConfig
 

@@ -18,14 +18,28 @@ data, elastic warps of normal images) and assigns every input an energy E(s, y) 
 * (14) A = Gauss_sigma(sum_l up(1 - cos(f_l(i, j), f^_l(i, j)))), image score = mean of the top k pixels
 
 The rows of the paper's Table 3 are :data:`ABLATIONS`: reconstruction only; ReconSub (eq. 4:
-L_rec(normal) - lambda L_rec(anomalous)); a GAN discriminator (eq. 7, BCE); the image D; the patch D; both.
+L_rec(normal) - lambda L_rec(anomalous)); the "pure GAN" (eq. 7: an image D trained with BCE on normal
+features (0) against G's reconstructions (1) only - the coarse anomalies reach it only through G's inputs,
+which is the point of the comparison: "the discriminator has not been informed of any anomaly
+information"); the image D (eq. 8); the patch D (eqs. 11-12); both.
 
 CPU design: the backbone is frozen, so the features of the training images and of a seeded bank of
 ``n_warps`` elastic warps per image are computed once (:func:`prepare_data`); every step trains on
 tensors. Differences from the official code: its image discriminator is dead code (a second class of
 the same name shadows it) - here both exist and can be combined; its decoder ends in ReLU, here a linear
 convolution (EfficientNet-Lite0's features are signed); it reports the test metrics of every epoch with
-no validation split - adlkit reports the last step.
+no validation split - adlkit reports the last step (``run_ckaad(eval_at=...)`` scores chosen steps of one
+run: a learning curve, not a selection).
+
+Metrics: ``pixel_AUPRO`` is adlkit's dataset-level AUPRO (Bergmann et al., MVTec AD, IJCV 2021: every
+region of every test image on one curve, FPR over all normal pixels of the test set). The paper only says
+"PRO (Per-Region Overlap)"; the authors' code (``util/test.py``, from RD4AD's) computes it per anomalous
+image (its own thresholds, FPR over that image's normal pixels) and averages over images - reported here
+as ``pixel_AUPRO_per_image`` (:func:`adlkit.metrics.aupro_per_image`), the number comparable to the paper's.
+
+Schedule: the paper trains 400 epochs of batch 16 on MVTec AD (200-400 images a class: 5,000-10,000
+steps). ``steps`` is adlkit's default for notebooks; the CLI grid's length comes from the measured curve
+(``figures/results/cli_ckaad_schedule.json``) and is recorded in every row's config.
 """
 
 from __future__ import annotations
@@ -48,7 +62,8 @@ from ..models.rd import anomaly_map
 from ..synth import PseudoAnomaly, elastic_anomalies
 
 __all__ = ["CKAADConfig", "ABLATIONS", "CKAADModel", "CKAADData", "prepare_data", "discriminator_energy",
-           "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "score_ckaad", "run_ckaad"]
+           "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "score_ckaad", "run_ckaad",
+           "discriminator_stats"]
 
 
 @dataclass
@@ -61,7 +76,7 @@ class CKAADConfig:
     # the row (Table 3)
     patch_d: bool = True  # eqs. 11-12
     image_d: bool = False  # eq. 8 on whole images
-    objective: str = "energy"  # "energy" (eqs. 8-9), "gan" (eq. 7: BCE), "reconsub" (eq. 4: no D)
+    objective: str = "energy"  # "energy" (eqs. 8-9), "gan" (eq. 7: BCE, D never sees f_a), "reconsub" (eq. 4: no D)
     lam: float = 1.0  # ReconSub's weight of the anomalous reconstruction loss
     margin: float = 5.0  # m of the energy
     gamma: float = 0.5  # share of G's reconstructions among D's anomalous inputs (eq. 8)
@@ -252,7 +267,11 @@ def discriminator_energy(scores, y: float, config: CKAADConfig) -> torch.Tensor:
 def discriminator_loss(d, f_normal, f_anomalous, recon, config: CKAADConfig) -> torch.Tensor:
     """Eq. 8 for one discriminator: E(D(f_n), 0) + (1 - gamma) E(D(f_a), 1) + gamma E(D(G(f)), 1).
 
+    With ``objective="gan"`` eq. 7, the vanilla GAN: BCE(D(f_n), 0) + BCE(D(G(f)), 1) - the coarse anomalies
+    ``f_anomalous`` are not D's inputs (they enter only as G's inputs, inside ``recon``), and no gamma.
     ``recon`` is G's output on the batch (normal and anomalous inputs), detached by the caller."""
+    if config.objective == "gan":
+        return discriminator_energy(d(f_normal), 0, config) + discriminator_energy(d(recon), 1, config)
     return (discriminator_energy(d(f_normal), 0, config) + (1 - config.gamma) * discriminator_energy(d(f_anomalous), 1, config)
             + config.gamma * discriminator_energy(d(recon), 1, config))
 
@@ -305,10 +324,13 @@ def ckaad_step(model: CKAADModel, f_normal, f_anomalous, opt_g, opt_d, config: C
 
 # ----------------------------------------------------------------------------- training and scoring
 def train_ckaad(config: CKAADConfig, train: ImageDataset, device=None, shots: ImageDataset | None = None,
-                checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False
-                ) -> tuple[CKAADModel, dict]:
+                checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                on_log=None) -> tuple[CKAADModel, dict]:
     """Train G (and the discriminators of the row) for ``config.steps`` steps; returns (model, history).
-    ``checkpoint_dir/last.pt`` every ``log_every`` steps; a resumed run equals an uninterrupted one."""
+    ``checkpoint_dir/last.pt`` every ``log_every`` steps; a resumed run equals an uninterrupted one.
+    ``on_log(model, data, step, seconds)``, if given, runs after every ``log_every`` steps (in eval mode; it
+    must not draw random numbers: the run stays the same with or without it; its own time is not counted
+    in ``seconds``, the training time so far)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = build_model(config, device)
     data = prepare_data(config, model, train, device, shots)
@@ -324,9 +346,7 @@ def train_ckaad(config: CKAADConfig, train: ImageDataset, device=None, shots: Im
     history = history or training.new_history("step", "rec", "adv", "sub", "d", backbone=model.backbone.name,
                                               weights=model.backbone.weights)
     t0 = time.perf_counter() - history["seconds"]
-    model.ae.train()
-    for d in model.discriminators():
-        d.train()
+    _set_mode(model, True)
     for chunk in range(start, math.ceil(config.steps / config.log_every)):
         steps = range(chunk * config.log_every, min((chunk + 1) * config.log_every, config.steps))
         sums = dict.fromkeys(("rec", "adv", "sub", "d"), 0.0)
@@ -338,10 +358,19 @@ def train_ckaad(config: CKAADConfig, train: ImageDataset, device=None, shots: Im
         training.log_epoch(history, chunk, t0, step=steps.stop, **{k: v / len(steps) for k, v in sums.items()})
         if ckpt is not None:
             training.save_checkpoint(ckpt, config, states, chunk, history, gens)
-    model.ae.eval()
-    for d in model.discriminators():
-        d.eval()
+        if on_log is not None:
+            t_log = time.perf_counter()
+            _set_mode(model, False)
+            on_log(model, data, steps.stop, history["seconds"])
+            _set_mode(model, True)
+            t0 += time.perf_counter() - t_log
+    _set_mode(model, False)
     return model, history
+
+
+def _set_mode(model: CKAADModel, train: bool) -> None:
+    for net in (model.ae, *model.discriminators()):
+        net.train(train)
 
 
 @torch.no_grad()
@@ -358,23 +387,88 @@ def predict(model: CKAADModel, images: torch.Tensor, batch_size: int = 32) -> di
 
 
 def score_ckaad(model: CKAADModel, test: ImageDataset, device=None) -> dict:
-    """Image AUROC/AUPR and pixel AUROC/AUPR/AUPRO (dataset-level) of eq. 14's maps and scores on ``test``."""
+    """Image AUROC/AUPR and pixel AUROC/AUPR/AUPRO (dataset-level) of eq. 14's maps and scores on ``test``,
+    plus ``pixel_AUPRO_per_image`` (the authors' code's PRO: per anomalous image, averaged)."""
     device = torch.device(device) if device is not None else next(model.ae.parameters()).device
     cache = cache_tensors(test, device)
     out = predict(model, cache.images)
-    return metrics.evaluate(out["scores"], out["maps"], cache.anomalous.cpu().numpy(), cache.masks[:, 0].cpu())
+    masks = cache.masks[:, 0].cpu()
+    result = metrics.evaluate(out["scores"], out["maps"], cache.anomalous.cpu().numpy(), masks)
+    if "pixel_AUPRO" in result:
+        result["pixel_AUPRO_per_image"] = metrics.aupro_per_image(out["maps"], masks)
+    return result
 
 
-def run_ckaad(config: CKAADConfig, train: ImageDataset, test: ImageDataset, device=None, **kwargs) -> dict:
+@torch.no_grad()
+def discriminator_stats(model: CKAADModel, data: CKAADData, n: int = 32) -> dict:
+    """What the discriminators have learned, on the first ``n`` training images, their coarse anomalies and
+    G's reconstructions of both: per discriminator (``patch``, ``image``) the mean |s| - the energy
+    E(s, 0) - on each (``d_patch_normal``, ``d_patch_anomalous``, ``d_patch_recon``; a patch D's positions
+    and levels averaged) and ``d_patch_auroc``: how well the image-mean |s| separates the n anomalies from
+    the n normal images (0.5: not at all). {} without a discriminator or a cached bank (fresh_warps)."""
+    if not model.discriminators() or not data.anomalous:
+        return {}
+    f_n = [f[:n] for f in data.normal]
+    if data.paired:  # warp 0 of the same images
+        idx = torch.arange(len(f_n[0]), device=data.anomalous[0].device) * model.config.n_warps
+        f_a = [f[idx] for f in data.anomalous]
+    else:
+        f_a = [f[:n] for f in data.anomalous]
+    recon = model.ae([torch.cat([a, b]) for a, b in zip(f_n, f_a)])[0]
+    out = {}
+    for name, d in (("patch", model.d_patch), ("image", model.d_image)):
+        if d is None:
+            continue
+
+        def mean_abs(levels, d=d):
+            s = d(levels)
+            s = s if isinstance(s, (list, tuple)) else [s[:, None]]
+            return torch.stack([x.abs().flatten(1).mean(1) for x in s]).mean(0)  # [B]
+
+        e_n, e_a, e_r = mean_abs(f_n), mean_abs(f_a), mean_abs(recon)
+        labels = torch.cat([torch.zeros(len(e_n)), torch.ones(len(e_a))]).numpy()
+        out.update({f"d_{name}_normal": float(e_n.mean()), f"d_{name}_anomalous": float(e_a.mean()),
+                    f"d_{name}_recon": float(e_r.mean()),
+                    f"d_{name}_auroc": metrics.image_auroc(torch.cat([e_n, e_a]).cpu().numpy(), labels)})
+    return out
+
+
+def run_ckaad(config: CKAADConfig, train: ImageDataset, test: ImageDataset, device=None, eval_at=(),
+              **kwargs) -> dict:
     """Train on one class's normal images (plus the coarse anomalies) and score its test set. With
-    ``anomalies="real"``, ``config.shots`` labelled anomalies are taken out of the test set first."""
+    ``anomalies="real"``, ``config.shots`` labelled anomalies are taken out of the test set first.
+
+    ``eval_at``: training steps (multiples of ``log_every``, at most ``steps``) at which the same run is also
+    scored: ``result["curve"]`` holds, per step, the metrics of :func:`score_ckaad`, the discriminators'
+    :func:`discriminator_stats` and the training seconds so far - a learning curve from one run (the model
+    at step s of a run equals a run of s steps: the same batches in the same order, a constant learning
+    rate). ``result["discriminator"]``: :func:`discriminator_stats` after the last step."""
     from ..data import few_shot
 
+    eval_at = sorted({int(s) for s in eval_at})
+    bad = [s for s in eval_at if s < 1 or s > config.steps or (s % config.log_every and s != config.steps)]
+    if bad:
+        raise ValueError(f"eval_at steps must be multiples of log_every={config.log_every} (or steps) in "
+                         f"[1, steps={config.steps}]; got {bad}")
     shots = None
     if config.anomalies == "real":
         shots, test, _ = few_shot(test, config.shots, seed=config.seed)
-    model, history = train_ckaad(config, train, device, shots, **kwargs)
+    curve = []
+
+    final = {}
+
+    def on_log(model, data, step, seconds):
+        if step == config.steps:
+            final.update(discriminator_stats(model, data))
+        if step in eval_at:
+            r = score_ckaad(model, test, device)
+            entry = {"step": step, **{k: v for k, v in r.items() if k.endswith(("_AUROC", "_AUPR", "_AUPRO",
+                                                                                  "_per_image"))}}
+            entry.update(discriminator_stats(model, data), train_seconds=round(seconds, 2))
+            curve.append(entry)
+
+    model, history = train_ckaad(config, train, device, shots, on_log=on_log, **kwargs)
     result = score_ckaad(model, test, device)
-    result.update(model=model, history=history, test=test)
+    result.update(model=model, history=history, test=test, curve=curve, discriminator=final)
     return result
 
