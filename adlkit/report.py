@@ -51,7 +51,7 @@ RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "
 RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
             "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed", "config",
             "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
-            "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean"}
+            "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean", "eval_of_run"}
 RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)$"), re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
@@ -312,8 +312,14 @@ class Stat:
         return f"{self.mean:.3f} ± {self.std:.3f} ({self.n_seeds})" if self.n_seeds > 1 else f"{self.mean:.3f} (1)"
 
 
+def _final(row: dict) -> bool:
+    """Not a learning curve's intermediate point: a row with ``eval_of_run`` (the run's length in steps) scored
+    the run at ``config["steps"]``; only the one at the run's end is its result."""
+    return row.get("eval_of_run") is None or (row.get("config") or {}).get("steps") == row["eval_of_run"]
+
+
 def _matches(row: dict, where: dict) -> bool:
-    return all(row.get(k) in v if isinstance(v, tuple) else row.get(k) == v for k, v in where.items())
+    return _final(row) and all(row.get(k) in v if isinstance(v, tuple) else row.get(k) == v for k, v in where.items())
 
 
 def summarise(results: dict, select: Select | None, metric: str) -> Stat:
@@ -427,6 +433,8 @@ def wall_times(results: dict) -> list[dict]:
             ident = {k: r.get(k) for k in ("setting", "dataset", "contamination", "shots", "leaky",
                                            "image_size", "seed", "config", "classes")}
             ident["category"] = None if r.get("classes") else r.get("category")
+            if r.get("eval_of_run") is not None:  # a learning curve's points are one run
+                ident["config"] = {**(r.get("config") or {}), "steps": r["eval_of_run"]}
             run = json.dumps(ident, sort_keys=True, default=str)
             groups.setdefault(key, {})[run] = r["wall_seconds"] / n_classes
     rows = []

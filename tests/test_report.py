@@ -273,6 +273,21 @@ def test_the_report_reads_the_table_2_names_and_says_what_is_not_run_yet(tmp_pat
     assert "not entered" not in text and "not run yet" in text and "not in the paper" in text
 
 
+def test_the_report_names_adls_table_2_rows_as_adlkit_methods_adl_does():
+    from adlkit.methods import adl
+
+    assert R.ADL_TABLE2 == tuple(adl.ABLATIONS)
+
+
+def test_a_learning_curve_counts_once_and_only_its_last_point_is_the_result():
+    curve = [_run("ckaad", "tile", 0, auroc, ablation="+patch", config={"steps": steps}, eval_of_run=100,
+                  wall_seconds=50.0) for steps, auroc in ((25, 0.6), (50, 0.7), (100, 0.9))]
+    (wall,) = R.wall_times({"cli_ckaad.json": curve})
+    assert wall["runs"] == 1
+    stat = R.summarise({"cli_ckaad.json": curve}, R.Select("cli_ckaad.json", {"ablation": "+patch"}), "image_AUROC")
+    assert stat.mean == pytest.approx(0.9) and stat.n_avg == 1
+
+
 def test_the_report_reads_the_result_files_written_before_the_table_2_names(results_dir):
     """The committed files' old names ('+ soft deviation', seg_pixel_*) give "not run yet" rows, not a crash."""
     results = R.load_results(results_dir)
