@@ -65,7 +65,7 @@ def test_shard_runs_its_slice_writes_results_and_collect_merges(small_root, tmp_
     row = rows[0]
     assert row["backbone"] == "efficientnet_lite0" and 0 <= row["image_AUROC"] <= 1
     assert row["weights"].startswith("imagenet") and row["train_backbone"] is False
-    assert row["ablation"] == "ADL (+ segmentation)" and row["maps_from"] == "segmentation head"
+    assert row["ablation"] == "Proposed" and row["maps_from"] == "segmentation head"
     assert row["n_contaminated"] == 1 and row["n_test"] == _n_test(small_root) - 1  # floor(0.1 / 0.9 * 12) = 1
     open_set_only = {"open_set", "seen_class"}  # AHL's fields: ADL's rows are as they were
     assert set(cli.RUN_FIELDS) - open_set_only | {"seed", "config", "weights", "maps_from", "device", "train_seconds",
@@ -105,7 +105,7 @@ def test_a_resumed_grid_gives_the_same_file_as_an_uninterrupted_one(small_root, 
     for r in rows_a:
         assert r["config"]["burn_in"] == 2 and r["config"]["lam"] == 0.5 and r["config"]["train_backbone"] is False
         assert r["setting"] == "burn_in=2 lam=0.5 m=200 n_normal=4 n_pseudo=4 pool_size=8"
-        assert r["ablation"] == "ADL (+ segmentation)"
+        assert r["ablation"] == "Proposed"
     # --overwrite starts the file again
     assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0.1", "--out", str(b),
                          "--overwrite", sets=sets)) == 0
@@ -115,11 +115,18 @@ def test_a_resumed_grid_gives_the_same_file_as_an_uninterrupted_one(small_root, 
 def test_set_and_ablation_axes(small_root, tmp_path, capsys):
     out = tmp_path / "r.json"
     assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--out", str(out),
-                         "--ablation", "deviation only", "+ BCE head", sets=["use_seg=false"])) == 0
+                         "--ablation", "DL", "DL-CE", sets=["use_seg=false"])) == 0
     rows = json.loads(out.read_text())
-    assert [r["ablation"] for r in rows] == ["deviation only", "+ BCE head"]
+    assert [r["ablation"] for r in rows] == ["DL", "DL-CE"]
     assert [r["config"]["use_bce"] for r in rows] == [False, True]
     assert all(r["maps_from"] == "patch scores" for r in rows)
+    # --variant authors: the authors' code's departures in the config, the variant named in the row
+    assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--overwrite", "--out",
+                         str(out), "--variant", "authors", "--ablation", "Wt-SoftDL-CE")) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["variant"] == "authors" and row["ablation"] == "Wt-SoftDL-CE"
+    assert (row["config"]["margin"], row["config"]["bce_target"], row["config"]["hard_burn_in"]) == (
+        10.0, "kmeans_or_labels", True)
     assert cli.main(_run("adl", small_root, "--category", "tile", "--contamination", "0", "--overwrite",
                          "--out", str(out), sets=["use_bce=false"])) == 0
     assert json.loads(out.read_text())[0]["ablation"] == "custom"  # no row of Table 2
@@ -202,7 +209,7 @@ def _row(method, shots, seed, **metrics):
     from adlkit.methods.multicue import MultiCueConfig
 
     config = (MultiCueConfig if method == "multicue" else ADLConfig)(seed=seed, train_backbone=False)
-    return {"method": method, "variant": "paper", "ablation": "ADL (+ segmentation)", "setting": "",
+    return {"method": method, "variant": "paper", "ablation": "Proposed", "setting": "",
             "dataset": "synthetic", "category": "tile", "contamination": 0.1, "shots": shots, "leaky": False,
             "train_backbone": False, "backbone": "efficientnet_lite0", "image_size": 64, "texture_source": "built-in",
             "seed": seed, "config": dataclasses.asdict(config), "train_seconds": 1.0 + seed, "commit": "abc",

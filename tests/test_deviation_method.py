@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -37,12 +39,20 @@ def test_reweighting_gives_contaminated_samples_less_weight_after_burn_in():
     assert contaminated < 0.5 * clean  # measured 0.26 vs 1.10 on this toy
 
 
-def test_soft_switch_changes_the_optimised_loss():
+def test_soft_switch_changes_the_optimised_loss_from_the_first_epoch():
     f, y, grp = _toy()
-    hard = train_deviation_heads(f, y, DeviationConfig(epochs=4, burn_in=1, batch_size=32), grp)[1]
-    soft = train_deviation_heads(f, y, DeviationConfig(epochs=4, burn_in=1, batch_size=32, soft=True), grp)[1]
-    assert hard["l_dev"][0] == soft["l_dev"][0]  # identical burn-in epoch
-    assert hard["l_dev"][1:] != soft["l_dev"][1:]
+    cfg = DeviationConfig(epochs=4, burn_in=1, batch_size=32)
+    hard = train_deviation_heads(f, y, cfg, grp)[1]
+    soft = train_deviation_heads(f, y, replace(cfg, soft=True), grp)[1]
+    assert hard["l_dev"][0] != soft["l_dev"][0]  # Algorithm 1: l_soft already during burn-in
+    # the authors' code (hard_burn_in): eq. 4 during burn-in, eq. 5 after it
+    authors = train_deviation_heads(f, y, replace(cfg, soft=True, hard_burn_in=True), grp)[1]
+    assert authors["l_dev"][0] == hard["l_dev"][0] and authors["l_dev"][1:] != hard["l_dev"][1:]
+
+
+def test_defaults_normalise_weights_over_the_whole_minibatch():
+    assert DeviationConfig().within_label is False and DeviationConfig().as_adl().within_label is False
+    assert DeviationConfig(within_label=True, hard_burn_in=True).as_adl().hard_burn_in
 
 
 def test_training_leaves_the_global_random_state_alone():

@@ -4,11 +4,13 @@ import torch
 
 from adlkit.reweight import (
     alpha_weights,
+    batch_weights,
     equivalent_strength,
     instance_weights,
     kl_weights,
     reverse_kl_weights,
     solve_numerically,
+    weights_within_labels,
 )
 
 LOSSES = torch.tensor([0.05, 0.2, 0.5, 1.0, 3.0])
@@ -72,3 +74,15 @@ def test_dispatch_and_errors():
         instance_weights(LOSSES, "dro")
     with pytest.raises(ValueError, match="lambda"):
         alpha_weights(LOSSES, 0.1, 0.0)
+
+
+def test_batch_weights_normalise_over_the_whole_minibatch_unless_asked_within_labels():
+    """Eqs. 7 and 11: one normalisation over the minibatch (the default); within each label is an option."""
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    whole = batch_weights(LOSSES, labels)
+    assert torch.allclose(whole, alpha_weights(LOSSES, 0.1, 0.1))
+    assert whole.sum().item() == pytest.approx(1.0)
+    within = batch_weights(LOSSES, labels, within_label=True)
+    assert torch.allclose(within, weights_within_labels(LOSSES, labels))
+    assert within[:3].sum().item() == pytest.approx(3 / 5) and within[3:].sum().item() == pytest.approx(2 / 5)
+    assert not torch.allclose(whole, within)
