@@ -46,8 +46,9 @@ Proposed       yes        yes     yes          yes
 =============  =========  ======  ===========  =====
 
 Table 2 ticks l_dev for "Proposed" too; Algorithm 1 uses l_soft throughout. The authors' code runs l_dev
-(l_soft with p = y) during burn-in and l_soft after it, which is what that tick matches. adlkit's default
-is Algorithm 1; the code's schedule is the option ``hard_burn_in``.
+(l_soft with p = y) during burn-in and l_soft after it, which may be what that tick records (the code does
+so for every row with l_soft, the table ticks l_dev only for "Proposed"). adlkit's default is Algorithm 1;
+the code's schedule is the option ``hard_burn_in``.
 
 Departures, each a named option recorded in every result row's config (``ADLConfig.authors_code()`` turns
 on the authors' code's; the CLI's ``--variant authors`` writes ``variant: "authors"`` in the rows):
