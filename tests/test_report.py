@@ -234,7 +234,7 @@ def _new_name_results(d):
     """Result files as the ADL and multi-cue grids write them now: the Table 2 names, pixel_* over all test images,
     AHL's per-epoch fields; the ablation grid stopped part-way (seed 1 has one class)."""
     robust = [_run("adl", c, s, 0.9 - eps / 2, ablation=a, contamination=eps)
-              for a in ("DL", "Proposed") for eps in (0.0, 0.1, 0.15, 0.2) for c in ("tile", "capsule") for s in (0, 1)]
+              for a in ("DL", "Wt-SoftDL-CE") for eps in (0.0, 0.1, 0.15, 0.2) for c in ("tile", "capsule") for s in (0, 1)]
     ablation = [_run("adl", c, 0, 0.85, ablation=a) for a in R.ADL_TABLE2[1:5] for c in ("tile", "capsule")]
     ablation += [_run("adl", "tile", 1, 0.86, ablation="Wt-DL")]
     knn = [_run("knn", c, s, 0.95, ablation="kNN", contamination=eps)
