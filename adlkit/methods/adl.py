@@ -417,7 +417,8 @@ def _weights(losses, labels, config: ADLConfig, after_burn_in: bool) -> torch.Te
 
 
 def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.Tensor, sd_r: torch.Tensor,
-             target: torch.Tensor | None, config: ADLConfig, after_burn_in: bool) -> dict:
+             target: torch.Tensor | None, config: ADLConfig, after_burn_in: bool,
+             seg_rows: torch.Tensor | None = None) -> dict:
     """The loss terms of one step of Algorithm 1, from given inputs (nothing random happens here).
 
     ``out``: the model's ``score`` [B], ``logit`` [B] and ``seg`` [B, 2, H, W]; ``labels`` [B] (0 normal-
@@ -425,6 +426,8 @@ def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.T
     ``target``: the BCE target (:func:`bce_target`). ``after_burn_in``: weights by eqs. 8-10 (else uniform);
     with ``hard_burn_in`` also l_soft instead of l_dev. Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when
     switched off), ``total`` (what is optimised), and per sample ``l_dev`` and its weights ``w_dev``.
+    ``seg_rows`` (bool [B], default all): the rows whose masks the focal loss learns from (multi-cue ADL leaves
+    out labelled anomalies that carry image labels only).
     """
     y = labels.float()
     z = z_score(out["score"].float(), mu_r, sd_r)  # eq. 3
@@ -442,7 +445,11 @@ def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.T
         l_bce = F.binary_cross_entropy_with_logits(out["logit"].float(), target.float(), reduction="none")
         terms["bce"] = (_weights(l_bce, labels, config, after_burn_in) * l_bce).sum()
     if config.use_seg:
-        terms["seg"] = focal_loss(out["seg"].float(), masks, gamma=config.focal_gamma, reduction="mean")
+        seg, target_masks = out["seg"].float(), masks
+        if seg_rows is not None and not bool(seg_rows.all()):
+            rows = seg_rows.to(seg.device)
+            seg, target_masks = seg[rows], masks[rows]
+        terms["seg"] = focal_loss(seg, target_masks, gamma=config.focal_gamma, reduction="mean")
     terms["total"] = terms["dev"] + terms["bce"] + terms["seg"]
     return terms
 
@@ -494,7 +501,8 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
             mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)  # 3. r ~ N(0, 1), eq. 3
             target = bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
                                 gens["cpu"], after)  # 4. labels or k-means labels
-            terms = adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, config, after)  # 5. eqs. 4-10
+            terms = adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, config, after,
+                             batch.get("seg_rows"))  # 5. eqs. 4-10
             training.check_finite(terms["total"], f"epoch {epoch}, step {step}",
                                   f"lower the learning rate (now {config.lr}) or check the data for NaN")
             optimizer.zero_grad(set_to_none=True)  # 6. one Adam step on the weighted sum

@@ -42,17 +42,16 @@ as ``per_anomalous_image_pixel_*`` and ``seg_per_anomalous_image_pixel_*`` (:fun
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, training
+from .. import metrics
 from ..data import ImageDataset, TensorCache, cache_tensors
-from ..losses import focal_loss, reference_stats, top_k_mean
+from ..losses import top_k_mean
 from ..models.rd import gaussian_smooth
 from . import adl
 
@@ -124,7 +123,7 @@ def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageData
                    checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                    progress: bool = False, stop_after_epoch: int | None = None,
                    pool_from: ImageDataset | None = None) -> tuple[adl.ADLModel, dict]:
-    """ADL's Algorithm 1 (:func:`adlkit.methods.adl.train_adl`, step for step) with labelled anomalies mixed
+    """ADL's Algorithm 1, run by :func:`adlkit.methods.adl.train_adl` itself, with labelled anomalies mixed
     into every batch (:func:`sample_batch`). The focal loss of the segmentation head covers the batch's
     ``seg_rows`` only: the Perlin pseudo-anomalies and the normal-labelled images (paper §4.1), plus the shots
     with ``shot_masks`` (authors' code). Without shots this is :func:`adlkit.methods.adl.train_adl` exactly (a
@@ -135,57 +134,9 @@ def train_multicue(config: MultiCueConfig, train: ImageDataset, shots: ImageData
         raise ValueError("shot_masks=True trains the segmentation head on the labelled anomalies' masks, but some "
                          "have none (a dataset with image labels only, e.g. ELPV): run with shot_masks=False (the "
                          "paper: the segmentation head learns from the Perlin masks)")
-    gens = training.generators(config.seed, device)  # as adl.train_adl, so that no shots = ADL
-    with training.seeded(config.seed):
-        model = adl.ADLModel(config).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    data = adl.prepare_data(config, model, train, device, pool_from)
-    ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    states = {"model": model, "optimizer": optimizer}
-    start, history = training.start_or_resume(ckpt, config, states, gens, resume=resume, overwrite=overwrite)
-    history = history or training.new_history("loss", "dev", "bce", "seg", "weight_clean", "weight_contaminated",
-                                              backbone=model.backbone.name, weights=model.backbone.weights,
-                                              train_backbone=config.train_backbone)
-    t0 = time.perf_counter() - history["seconds"]
-    use_amp = config.amp and device.type == "cuda"
-    seg_size = config.seg_loss_size or config.image_size
-    without_seg = replace(config, use_seg=False)  # adl_step's deviation and BCE terms; the focal loss is below
-    model.train()
-    for epoch in adl._epochs(start, config, progress):
-        after = epoch >= config.burn_in  # burn-in: uniform weights (and hard labels with hard_burn_in)
-        sums = dict.fromkeys(("total", "dev", "bce", "seg", "w_cont", "n_cont", "w_clean", "n_clean"), 0.0)
-        for step in range(config.steps_per_epoch):
-            batch = sample_batch(data, config, gens, shot_cache)  # normal-labelled, pseudo- and real anomalies
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = adl.forward(model, batch["inputs"], seg_size, config.use_seg)
-            mu_r, sd_r = reference_stats(config.m, generator=gens["cpu"], device=device)
-            target = adl.bce_target(config, epoch * config.steps_per_epoch + step, out["score"], batch["labels"],
-                                    gens["cpu"], after)
-            terms = adl.adl_step(out, batch["labels"], batch["masks"], mu_r, sd_r, target, without_seg, after)
-            if config.use_seg:  # the focal loss against the masks of seg_rows (Perlin: paper §4.1)
-                rows = batch["seg_rows"].to(out["seg"].device)
-                terms["seg"] = focal_loss(out["seg"][rows].float(), batch["masks"][rows], gamma=config.focal_gamma,
-                                          reduction="mean")
-                terms["total"] = terms["total"] + terms["seg"]
-            training.check_finite(terms["total"], f"epoch {epoch}, step {step}",
-                                  f"lower the learning rate (now {config.lr}) or check the data for NaN")
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            for k in ("total", "dev", "bce", "seg"):
-                sums[k] += float(terms[k].detach())
-            for k, v in zip(("w_cont", "n_cont", "w_clean", "n_clean"),
-                            adl._contaminated_weight(terms, batch, data, len(batch["labels"]))):
-                sums[k] += v
-        means = {("loss" if k == "total" else k): sums[k] / config.steps_per_epoch for k in ("total", "dev", "bce", "seg")}
-        training.log_epoch(history, epoch, t0, **means, weight_clean=sums["w_clean"] / max(sums["n_clean"], 1),
-                           weight_contaminated=sums["w_cont"] / sums["n_cont"] if sums["n_cont"] else None)
-        if ckpt is not None:
-            training.save_checkpoint(ckpt, config, states, epoch, history, gens)
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-    model.eval()
-    return model, history
+    return adl.train_adl(config, train, device, checkpoint_dir, resume=resume, overwrite=overwrite,
+                         progress=progress, stop_after_epoch=stop_after_epoch, pool_from=pool_from,
+                         sample=lambda data, cfg, gens: sample_batch(data, cfg, gens, shot_cache))
 
 
 # ----------------------------------------------------------------------------- the three cues (paper §4.2)
