@@ -107,8 +107,9 @@ def weights_within_labels(losses: torch.Tensor, labels: torch.Tensor, method: st
     """Weights summing to 1 over a batch, each label's samples weighted among themselves (an option).
 
     The samples of each label share that label's fraction of the batch. Contamination hides among
-    the normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) would
-    otherwise take the weight away from all normals at once. This split is adlkit's option, not the
+    the normal-labelled samples, and pseudo-anomalies (whose margin loss is often exactly 0) can
+    otherwise take much of the weight from the normals (notebook 03 measures how much: under KL nearly all
+    of it on some classes, under alpha less than their share on others). This split is adlkit's option, not the
     paper's (see notebook 03); eqs. 7 and 11 normalise over the whole batch (:func:`instance_weights`).
     """
     w = torch.zeros_like(losses.detach(), dtype=torch.float32)
