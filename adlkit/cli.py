@@ -185,14 +185,22 @@ def config_changes(config_class, assignments: list[str]) -> dict:
 
 # Fields that tell runs apart (besides the config itself); `collect` groups by them and reports the rest.
 RUN_FIELDS = ("method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-              "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class")
+              "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class")
 METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO")
+
+
+def _field(row: dict, name: str):
+    """A run field of a result row. ``training`` (frozen | neck | top-stage | end-to-end) is absent from rows
+    made before the shared settings existed: those were frozen or end to end, as ``train_backbone`` says."""
+    if name == "training" and "training" not in row and row.get("train_backbone") is not None:
+        return "end-to-end" if row["train_backbone"] else "frozen"
+    return row.get(name)
 
 
 def _run_key(row: dict) -> str:
     """What makes a run the same run: every distinguishing field, the seed, the whole config (and the classes
     of a model trained on several mixed)."""
-    return json.dumps({**{k: row.get(k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config"),
+    return json.dumps({**{k: _field(row, k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config"),
                        **({"classes": row["classes"]} if row.get("classes") else {})}, sort_keys=True, default=str)
 
 
@@ -232,6 +240,9 @@ def _cmd_run(args) -> int:
     base = config_class.authors_code() if args.variant == "authors" else config_class()
     changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
                "steps_per_epoch": args.steps, "lr": args.lr, "sources": args.sources, "train_backbone": args.train_backbone}
+    if args.training is not None:  # --training frozen | neck | top-stage | end-to-end
+        changes.update(train_backbone=args.training == "end-to-end",
+                       shared=args.training if args.training in ("neck", "top-stage") else "none")
     base = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(config_class, args.set)
     for name in rows:
@@ -248,8 +259,8 @@ def _cmd_run(args) -> int:
         row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
                "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
                "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
-               "train_backbone": config.train_backbone, "backbone": config.backbone, "image_size": config.image_size,
-               "texture_source": texture_source, "seed": seed, "config": dataclasses.asdict(config)}
+               "train_backbone": config.train_backbone, "training": config.training, "backbone": config.backbone,
+               "image_size": config.image_size, "texture_source": texture_source, "seed": seed, "config": dataclasses.asdict(config)}
         name = (f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
                 + (f" shots={shots}" if args.method == "multicue" else ""))
         if _run_key(row) in finished:
@@ -274,7 +285,7 @@ def _cmd_run(args) -> int:
         if out is not None:
             training.append_result(out, row)  # atomically, run by run: a crash loses no finished run
         print(f"{name}: {_summary(row)} "
-              f"({hist['backbone']}, {'end to end' if config.train_backbone else 'frozen'}, "
+              f"({hist['backbone']}, {config.training}, "
               f"{row['wall_seconds']:.0f} s on {device})", flush=True)
     if out is not None:
         print(f"{out} holds {len(training.read_results(out))} result(s)")
@@ -575,7 +586,7 @@ def _hard_means(rows: list[dict]) -> list[dict]:
     groups = defaultdict(list)
     for r in rows:
         if r.get("open_set") == "hard" and r.get("seen_class") not in (None, "mean"):
-            key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS if k != "seen_class"}, "seed": r.get("seed"),
+            key = json.dumps({**{k: _field(r, k) for k in RUN_FIELDS if k != "seen_class"}, "seed": r.get("seed"),
                               "config": r.get("config")}, sort_keys=True, default=str)
             groups[key].append(r)
     means = []
@@ -607,9 +618,9 @@ def collect_rows(rows: list[dict]) -> list[dict]:
     groups = defaultdict(list)
     for r in rows:
         config = {k: v for k, v in (r.get("config") or {}).items() if k in common[r.get("method")]}
-        key = json.dumps({**{k: r.get(k) for k in RUN_FIELDS}, "config": config}, sort_keys=True, default=str)
+        key = json.dumps({**{k: _field(r, k) for k in RUN_FIELDS}, "config": config}, sort_keys=True, default=str)
         groups[key].append(r)
-    varying = [k for k in RUN_FIELDS if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
+    varying = [k for k in RUN_FIELDS if len({json.dumps(_field(r, k), default=str) for r in rows}) > 1]
     shown = [k for k in ("method", "category", "contamination") if k not in varying] + varying
     configs = {k: json.loads(k)["config"] for k in groups}
     every = {f for c in configs.values() for f in c}  # a field shown is one whose value varies where it exists
@@ -618,8 +629,8 @@ def collect_rows(rows: list[dict]) -> list[dict]:
     metric_names = sorted({k for r in rows for k in r if k.endswith(METRIC_SUFFIXES) and r[k] is not None},
                           key=lambda k: (not k.startswith("image_"), k))
     table = []
-    for key, rs in sorted(groups.items(), key=lambda kv: [str(kv[1][0].get(k)) for k in shown]):
-        line = {k: rs[0].get(k) for k in shown}
+    for key, rs in sorted(groups.items(), key=lambda kv: [str(_field(kv[1][0], k)) for k in shown]):
+        line = {k: _field(rs[0], k) for k in shown}
         for f in differing:
             line[f] = configs[key].get(f)
         line["n"] = len(rs)
@@ -792,6 +803,10 @@ def _add_run_arguments(adl: argparse.ArgumentParser) -> None:
                       help="fine-tune the backbone end to end (the paper; the default)")
     mode.add_argument("--frozen", dest="train_backbone", action="store_false",
                       help="frozen backbone, features cached once, a pseudo-anomaly pool (fits a CPU)")
+    mode.add_argument("--training", choices=["frozen", "neck", "top-stage", "end-to-end"],
+                      help="what trains: the heads on a frozen backbone (= --frozen), a shared neck or the backbone's "
+                           "top stage on its cached lower levels (frozen caches, every head reads the shared part), "
+                           "or everything (= --train-backbone)")
     adl.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                      help="any config field, e.g. --set burn_in=2 lam=0.5 alpha=0.3 use_seg=false")
     adl.add_argument("--variant", choices=["paper", "authors"], default="paper",

@@ -24,7 +24,8 @@ def backbone_key(net) -> tuple:
     """Which backbone made a feature: name, weights, levels and a checksum of the stem's first weights (it
     tells seeded random initialisations apart). A frozen backbone is never changed in place."""
     first = next(net.parameters())
-    return (net.name, net.weights, tuple(net.levels), net.normalize, float(first.detach().double().sum()))
+    return (net.name, net.weights, tuple(net.levels), net.normalize, float(first.detach().double().sum()),
+            getattr(net, "top_input", False))
 
 
 def images_key(images: torch.Tensor) -> str:

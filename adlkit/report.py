@@ -49,14 +49,15 @@ BASELINE = ("K. Roth et al. *Towards Total Recall in Industrial Anomaly Detectio
 # ----------------------------------------------------------------------------- result files and their keys
 RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "image_size", "wall_seconds", "commit")
 RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-            "train_backbone", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed", "config",
-            "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
+            "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed",
+            "config", "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
             "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean", "eval_of_run",
             "discriminator"}
 RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)(_per_image)?$"), re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
-NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "train_backbone", "schedule", "seeds",
+NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "train_backbone", "training", "schedule",
+                                          "seeds",
                                           "texture_source", "n_train", "elpv_image_size"}
 
 
@@ -397,7 +398,14 @@ def _setting(stat: Stat) -> dict:
     return {"backbone": _BACKBONES.get(r["backbone"], r["backbone"]),
             "weights": "ImageNet" if weights.startswith("imagenet") else (weights or "?"),
             "data": data, "image_size": r["image_size"],
-            "training": "end to end" if r.get("train_backbone") else "frozen"}
+            "training": _training(r)}
+
+
+def _training(r: dict) -> str:
+    """What trained in a run: frozen (heads only), a shared neck, the top stage, or end to end. Rows made before the
+    shared settings existed say only ``train_backbone``."""
+    return {"end-to-end": "end to end", "top-stage": "top stage trainable", "neck": "shared neck"}.get(
+        r.get("training") or ("end-to-end" if r.get("train_backbone") else "frozen"), "frozen")
 
 
 def _reason(paper: dict | None, ours: dict | None, note: str) -> str:
@@ -441,7 +449,7 @@ def wall_times(results: dict) -> list[dict]:
         for r in data:
             method = str(r["method"]).split(":")[0]
             n_classes = len(r["classes"]) if r.get("classes") else 1
-            key = (method, str(r["dataset"]).split(" (")[0], r["image_size"], bool(r.get("train_backbone")), name,
+            key = (method, str(r["dataset"]).split(" (")[0], r["image_size"], _training(r), name,
                    n_classes)
             # which run wrote the row: AHL's five rows, CADA's rows per class and variant, and kNN's ELPV settings
             # share one; an ADL ablation row is its own run (its config differs)
@@ -453,10 +461,10 @@ def wall_times(results: dict) -> list[dict]:
             run = json.dumps(ident, sort_keys=True, default=str)
             groups.setdefault(key, {})[run] = r["wall_seconds"] / n_classes
     rows = []
-    for (method, dataset, size, e2e, name, n_classes), walls in sorted(groups.items()):
+    for (method, dataset, size, training, name, n_classes), walls in sorted(groups.items()):
         w = np.asarray(list(walls.values()), dtype=float)
         rows.append({"method": method, "dataset": dataset, "image_size": size, "n_classes": n_classes,
-                     "training": "end to end" if e2e else "frozen", "file": name, "runs": len(w),
+                     "training": training, "file": name, "runs": len(w),
                      "median_s": float(np.median(w)), "min_s": float(w.min()), "max_s": float(w.max())})
     return rows
 

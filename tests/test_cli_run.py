@@ -530,3 +530,20 @@ def test_run_knn_reads_visa_from_its_split_csv(tmp_path, capsys):
     assert row["category"] == "pcb1" and row["n_test"] == 6 and "pixel_AUROC" in row
     assert cli.main(["run", "knn", "--data", f"visa:{root}", "--category", "nope", *KNN_FAST]) == 2
     assert "available: ['candle', 'pcb1']" in capsys.readouterr().err
+
+
+def test_training_setting_is_a_grid_option_recorded_in_every_row(small_root, tmp_path):
+    out = tmp_path / "r.json"
+    fast = [a for a in _run("adl", small_root, "--category", "tile", "--out", str(out)) if a != "--frozen"]
+    assert cli.main(fast + ["--training", "neck"]) == 0
+    assert cli.main(fast + ["--training", "top-stage", "--resume"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["training"], r["config"]["shared"], r["train_backbone"]) for r in rows] == [
+        ("neck", "neck", False), ("top-stage", "top-stage", False)]
+    # rows made before the setting existed have no "training": collect reads it from train_backbone
+    old = {k: v for k, v in rows[0].items() if k != "training"}
+    assert cli._field(old, "training") == "frozen" and cli._field({**old, "train_backbone": True}, "training") == "end-to-end"
+    table = cli.collect_rows(rows)
+    assert sorted(line["training"] for line in table) == ["neck", "top-stage"]
+    with pytest.raises(SystemExit):
+        cli.main(fast + ["--training", "neck", "--frozen"])

@@ -71,17 +71,21 @@ Every term can be switched off for the ablation (Table 2). Inputs are images in 
 normalises them itself (the authors' code feeds [0, 1] without ImageNet normalisation:
 ``normalize_input=False`` reproduces that).
 
-Two settings (``ADLConfig.train_backbone``):
+Four settings (``ADLConfig.training``, from ``train_backbone`` and ``shared``; every result row records it):
 
-* ``True`` (the paper): the backbone is fine-tuned end to end; pseudo-anomalies are synthesised for
-  every batch.
-* ``False`` (frozen, what runs on a CPU): the backbone is frozen, the training images are featurised
+* ``"end-to-end"`` (``train_backbone=True``, the paper): the backbone is fine-tuned end to end;
+  pseudo-anomalies are synthesised for every batch.
+* ``"frozen"`` (``train_backbone=False``): the backbone is frozen, the training images are featurised
   once, and the pseudo-anomalies come from a seeded pool (:func:`pseudo_pool`) synthesised and
   featurised once. Only the three heads train. Everything else in Algorithm 1 is unchanged. The
   heads share no parameters here, so the segmentation head cannot move the image score: with a
   frozen backbone, the image-level results with and without ``use_seg`` are identical (a test checks).
   Likewise the classification head reaches the score only through p in l_soft: frozen, "DL-CE" scores
   exactly as "DL" and "Proposed" as "Wt-SoftDL-CE" (tests check both).
+* ``"neck"`` and ``"top-stage"`` (``train_backbone=False, shared=...``): the frozen setting's caches, plus a
+  shared trainable part between the cached levels and the heads (:mod:`adlkit.models.shared`): a small
+  neck all three heads read, or a copy of the backbone's last stage recomputed from the cached level 3.
+  Every loss then trains features the score head reads, as in the paper, at a CPU's cost.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation
 from ..models.backbone import backbone as make_backbone
 from ..models.backbone import conv1x1_on_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
+from ..models.shared import SHARED_PARTS, SharedNeck, TopStage
 from ..reweight import batch_weights
 from ..synth import PseudoAnomaly
 
@@ -122,6 +127,9 @@ class ADLConfig:
     normalize_input: bool = True
     image_size: int = 256
     train_backbone: bool = True  # False: frozen backbone, features cached once, a pseudo-anomaly pool
+    shared: str = "none"  # frozen backbone only: "neck" | "top-stage", a trainable part all heads read (see below)
+    neck_width: int = 64  # shared="neck": channels of the shared map
+    top_stage_bn: str = "eval"  # shared="top-stage": "eval" keeps ImageNet's BN statistics, "train" updates them
     pool_size: int = 1000  # frozen setting: pseudo-anomalies synthesised and featurised once
     # losses (eqs. 2-5)
     margin: float = 5.0  # gamma; the authors' code uses 10
@@ -154,6 +162,19 @@ class ADLConfig:
     sources: str | None = None  # texture folder for pseudo-anomalies (DTD); None: ADLKIT_TEXTURES or built-in
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 0
+
+    def __post_init__(self):
+        if self.shared not in SHARED_PARTS:
+            raise ValueError(f"shared must be one of {SHARED_PARTS}; got {self.shared!r}")
+        if self.shared != "none" and self.train_backbone:
+            raise ValueError(f"shared={self.shared!r} is a frozen-backbone setting; with train_backbone=True the whole "
+                             "backbone already trains. Fix: train_backbone=False (CLI: --training "
+                             f"{self.shared}) or shared='none'")
+
+    @property
+    def training(self) -> str:
+        """Which parameters train: "frozen" (heads only), "neck", "top-stage" or "end-to-end"."""
+        return "end-to-end" if self.train_backbone else ("frozen" if self.shared == "none" else self.shared)
 
     @classmethod
     def authors_code(cls, **changes):
@@ -219,10 +240,17 @@ class ADLModel(nn.Module):
         self.config = config
         self.backbone = make_backbone(config.backbone, pretrained=config.pretrained, layers=config.layers,
                                       normalize=config.normalize_input)
-        self.heads = ADLHeads(self.backbone.channels, config.topk_ratio)
         self.frozen = not config.train_backbone
         if self.frozen:
             self.backbone.requires_grad_(False)
+        # the shared trainable part (frozen backbone only): None, a neck, or a copy of the top stage
+        self.shared = None
+        if config.shared == "neck":
+            self.shared = SharedNeck(self.backbone.channels, config.neck_width)
+        elif config.shared == "top-stage":
+            self.shared = TopStage(self.backbone, config.top_stage_bn)
+        self.heads = ADLHeads(self.shared.channels if self.shared is not None else self.backbone.channels,
+                              config.topk_ratio)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -230,9 +258,17 @@ class ADLModel(nn.Module):
             self.backbone.eval()
         return self
 
+    def shared_levels(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The levels the heads read: the backbone's, or the shared trainable part's output on them."""
+        return levels if self.shared is None else self.shared(levels)
+
+    def from_levels(self, levels: list[torch.Tensor], size, seg: bool = True) -> dict:
+        """The heads' outputs from the backbone's levels (cached ones in the frozen settings)."""
+        return self.heads(self.shared_levels(levels), size, seg)
+
     def forward(self, x: torch.Tensor, seg: bool = True, seg_size=None) -> dict:
         """``seg_size``: the anomaly map's size (default: the input's)."""
-        return self.heads(self.backbone(x), seg_size or x.shape[-2:], seg)
+        return self.from_levels(self.backbone(x), seg_size or x.shape[-2:], seg)
 
 
 # ----------------------------------------------------------------------------- frozen setting: a pseudo-anomaly pool
@@ -369,7 +405,7 @@ def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
 def forward(model: ADLModel, inputs, size: int, seg: bool = True) -> dict:
     """The model on a batch's inputs: images (end to end) or cached levels (frozen: the heads only);
     the anomaly map comes out at ``size`` x ``size``."""
-    return model.heads(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg, (size, size))
+    return model.from_levels(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg, (size, size))
 
 
 # ----------------------------------------------------------------------------- one step of Algorithm 1
@@ -486,7 +522,7 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
     start, history = training.start_or_resume(ckpt, config, states, gens, resume=resume, overwrite=overwrite)
     history = history or training.new_history("loss", "dev", "bce", "seg", "weight_clean", "weight_contaminated",
                                               backbone=model.backbone.name, weights=model.backbone.weights,
-                                              train_backbone=config.train_backbone)
+                                              train_backbone=config.train_backbone, training=config.training)
     t0 = time.perf_counter() - history["seconds"]
     use_amp = config.amp and device.type == "cuda"
     seg_size = config.seg_loss_size or config.image_size
@@ -551,7 +587,7 @@ def predict(model: ADLModel, images: torch.Tensor, batch_size: int = 32) -> dict
     for chunk in images.split(batch_size):
         x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
         maps = featurize(model.backbone, chunk) if model.frozen else model.backbone(x)
-        out = model.heads(maps, x.shape[-2:])
+        out = model.from_levels(maps, x.shape[-2:])
         outs.append({k: v.float().cpu() for k, v in out.items()})
     return {k: torch.cat([o[k] for o in outs]) for k in outs[0]} if outs else {}
 

@@ -230,8 +230,8 @@ def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[to
     pass's outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
     model.eval()
     x = images.detach().clone().requires_grad_(True)
-    maps_l = model.backbone(x)  # the backbone's levels; the last is the last encoder block
-    block = maps_l[-1]
+    maps_l = model.shared_levels(model.backbone(x))  # the levels the heads read; the last is the last encoder block
+    block = maps_l[-1]  # (with a shared neck: its output; with a trainable top stage: that stage's output)
     out = model.heads(maps_l, x.shape[-2:])
     values = cues(out)
     h, w = x.shape[-2:]

@@ -31,6 +31,7 @@ and loaded *strictly* into timm's ``tf_efficientnet_lite0``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import re
@@ -171,6 +172,9 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         last = max(k for k, v in stage_level.items() if v == max(self.levels))
         self._n_stages = last + 1  # stages after the deepest requested level are never run
+        # True: forward also returns the last stage's input, just before the deepest level: [..., input, last level]
+        # (ADL's shared="top-stage" caches it and trains a copy of the last stage on it)
+        self.top_input = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -180,10 +184,19 @@ class Backbone(nn.Module):
         x = self.stem(x)
         feats = []
         for i in range(self._n_stages):
+            if self.top_input and i == self._n_stages - 1:
+                feats.append(x)
             x = self.stages[i](x)
             if self._stage_level.get(i) in self.levels:
                 feats.append(x)
         return feats
+
+    def top_stage(self) -> nn.Module:
+        """A copy of the last stage that runs (ResNet-18: ``layer4``; EfficientNet-Lite0: ``blocks[6]``, its 7th
+        stage), with this backbone's weights, for training on the cached input of that stage (ADL's
+        ``shared="top-stage"``; see ``top_input``). The copy is independent: training it leaves this backbone
+        unchanged."""
+        return copy.deepcopy(self.stages[self._n_stages - 1])
 
     def __repr__(self) -> str:  # the layer-by-layer listing is still there: print(net.stem, net.stages)
         return (f"Backbone({self.name}, levels={self.levels}, channels={self.channels}, strides={self.strides}, "
