@@ -84,8 +84,9 @@ Four settings (``ADLConfig.training``, from ``train_backbone`` and ``shared``; e
   exactly as "DL" and "Proposed" as "Wt-SoftDL-CE" (tests check both).
 * ``"neck"`` and ``"top-stage"`` (``train_backbone=False, shared=...``): the frozen setting's caches, plus a
   shared trainable part between the cached levels and the heads (:mod:`adlkit.models.shared`): a small
-  neck all three heads read, or a copy of the backbone's last stage recomputed from the cached level 3.
-  Every loss then trains features the score head reads, as in the paper, at a CPU's cost.
+  neck all three heads read, or a copy of the backbone's last stage trained on that stage's cached input.
+  Every loss then trains features the score head reads, as in the paper, at a CPU's cost (notebook 04,
+  section 6b; ``benchmarks/bench_adl.py``).
 """
 
 from __future__ import annotations

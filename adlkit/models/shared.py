@@ -16,7 +16,7 @@ the heads read:
   batch is half pseudo-anomalies, so batch statistics would describe a mixture the test set does not have,
   and the cached levels below were computed with the running statistics too. ``bn="train"`` updates them.
 
-Notebook 04, section 6 builds both and checks them against this module.
+Notebook 04, section 6b builds both from their definitions and checks them against this module.
 """
 
 from __future__ import annotations
