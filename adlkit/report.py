@@ -185,7 +185,7 @@ def _multicue(eps: float = 0.1) -> Select:
 
 _PATCHCORE_NOTE = ("adlkit's kNN baseline (PatchCore-style, 10% coreset, trained on the contaminated set) against "
                    "the paper's PatchCore (its official code, trained on the contaminated set)")
-_MC_NOTE = ("frozen backbone (the paper fine-tunes end to end); one seed; 10 labelled anomalies per class (the "
+_MC_NOTE = ("frozen backbone (the paper fine-tunes end to end); 10 labelled anomalies per class (the "
             "paper's number is missing in its text), taken out of the test set (kNN: scored on all of it)")
 _MC_CUES = (("deviation cue alone", "Deviation Score", "cue_deviation_"),
             ("uncertainty cue alone", "Uncertainty Score", "cue_uncertainty_"),
