@@ -278,6 +278,10 @@ def _cmd_run(args) -> int:
             r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, **kwargs)
         hist = r["history"]
         row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
+        # the test images' scores and labels, in the test set's order (the same for every row of one class,
+        # contamination and seed): rows can be compared image by image, e.g. the rank correlation of two
+        # Table 2 rows' scores (report.rank_correlation)
+        row.update(test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]])
         row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
                    device=str(device), train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,

@@ -52,7 +52,7 @@ RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "
             "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed",
             "config", "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
             "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean", "eval_of_run",
-            "discriminator"}
+            "discriminator", "test_scores", "test_labels"}
 RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)(_per_image)?$"), re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
@@ -406,6 +406,33 @@ def _training(r: dict) -> str:
     shared settings existed say only ``train_backbone``."""
     return {"end-to-end": "end to end", "top-stage": "top stage trainable", "neck": "shared neck"}.get(
         r.get("training") or ("end-to-end" if r.get("train_backbone") else "frozen"), "frozen")
+
+
+def rank_correlation(rows: list[dict], a: str, b: str) -> dict[tuple, float]:
+    """Spearman's rank correlation of two Table 2 rows' test scores, run by run.
+
+    Rows ``a`` and ``b`` (``ablation`` names, e.g. "DL-CE" and "DL") are paired when they share the category,
+    contamination, seed, training setting and dataset; each pair must hold ``test_scores`` of the same test
+    images (``test_labels`` equal). Returns {(category, contamination, seed, training): rho}. With frozen heads
+    rho is 1 for DL-CE vs DL by construction; below 1, the extra term changed which images the score ranks first
+    (notebook 04, section 6b).
+    """
+    from scipy.stats import spearmanr
+
+    def key(r):
+        return r["category"], r["contamination"], r["seed"], r.get("training") or "frozen", r.get("dataset")
+
+    first = {key(r): r for r in rows if r.get("ablation") == b and r.get("test_scores") is not None}
+    out = {}
+    for r in rows:
+        other = first.get(key(r)) if r.get("ablation") == a and r.get("test_scores") is not None else None
+        if other is None:
+            continue
+        if r["test_labels"] != other["test_labels"]:
+            raise ValueError(f"{a} and {b} at {key(r)[:4]} scored different test sets: they cannot be paired "
+                             "image by image (were they made with different --leaky or data?)")
+        out[key(r)[:4]] = float(spearmanr(r["test_scores"], other["test_scores"])[0])
+    return out
 
 
 def _reason(paper: dict | None, ours: dict | None, note: str) -> str:

@@ -547,3 +547,27 @@ def test_training_setting_is_a_grid_option_recorded_in_every_row(small_root, tmp
     assert sorted(line["training"] for line in table) == ["neck", "top-stage"]
     with pytest.raises(SystemExit):
         cli.main(fast + ["--training", "neck", "--frozen"])
+
+
+def test_rows_keep_the_test_scores_so_two_table2_rows_can_be_ranked_against_each_other(small_root, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from adlkit import report
+
+    out = tmp_path / "r.json"
+    fast = [a for a in _run("adl", small_root, "--category", "tile", "--out", str(out)) if a != "--frozen"]
+    assert cli.main(fast + ["--training", "frozen", "--ablation", "DL", "DL-CE"]) == 0
+    assert cli.main(fast + ["--training", "neck", "--ablation", "DL", "DL-CE", "--resume"]) == 0
+    rows = json.loads(out.read_text())
+    for r in rows:  # the stored scores are the ones the row's metrics were computed from
+        assert len(r["test_scores"]) == len(r["test_labels"]) == r["n_test"]
+        assert roc_auc_score(r["test_labels"], r["test_scores"]) == pytest.approx(r["image_AUROC"], abs=1e-6)
+    report.load_results(tmp_path)  # the report accepts the new fields
+    rho = report.rank_correlation(rows, "DL-CE", "DL")
+    assert set(rho) == {("tile", 0.1, 0, "frozen"), ("tile", 0.1, 0, "neck")}
+    assert rho[("tile", 0.1, 0, "frozen")] == pytest.approx(1.0)  # frozen: BCE cannot touch the score head
+    neck = {r["ablation"]: r["test_scores"] for r in rows if r["training"] == "neck"}
+    assert neck["DL-CE"] != neck["DL"]  # shared: the BCE loss trained what the score head reads
+    bad = [dict(rows[0], ablation="DL-CE", test_labels=rows[0]["test_labels"][::-1] + [1])]
+    with pytest.raises(ValueError, match="different test sets"):
+        report.rank_correlation(rows[:1] + bad, "DL-CE", "DL")
