@@ -4,7 +4,7 @@
 * ``data synthetic [--root DIR --image-size N --seed S]`` - write the built-in dataset.
 * ``exercises [--check]`` - (re)generate ``exercises/`` from ``notebooks/``.
 * ``execute [NB ...] [--full] [--out build/notebooks]`` - run notebooks headless, print wall times.
-* ``run adl --data synthetic|mvtec:PATH|folder:PATH --category NAME --contamination 0.1 ...`` - train and
+* ``run adl --data synthetic|mvtec:PATH|folder:PATH|visa:PATH|mtd:PATH|elpv --category NAME --contamination 0.1 ...`` - train and
   score ADL over a grid of categories x contamination ratios x seeds (``--shard i/n`` runs one slice).
 * ``run multicue ... --shots 10`` - multi-cue ADL, with the same data, grid, shard and output options; its
   shots need image labels only (``--set shot_masks=true`` or ``--variant authors``: their masks train the
@@ -15,7 +15,8 @@
 * ``run ahl --data elpv --setting general hard --shots 10 1 --seen-class all --seed 0 1 2`` - AHL and its DevNet
   baselines in the open-set setting, one run per category x setting x shots x seen class x seed.
 * ``run knn --all-categories --contamination 0 0.1 --seed 0 1 2`` - the PatchCore-style kNN baseline (nothing
-  trained); ``--unified`` builds one bank for all the categories mixed; ``--data elpv`` adds the hard setting's rows.
+  trained); ``--unified`` builds one bank for all the categories mixed; ``--data elpv`` and ``mtd:PATH`` add the hard
+  setting's rows (one per held-out anomaly type).
 * ``report [--check]`` - ``figures/REPORT.md`` and the README's generated sections (the papers' numbers beside
   adlkit's and the kNN baseline's) from ``figures/results/*.json`` and ``adlkit/paper_numbers.csv``.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
@@ -137,10 +138,12 @@ def _dataset_root(spec: str, image_size: int) -> Path:
     kind, _, path = spec.partition(":")
     if kind in ("mvtec", "folder") and path:
         return Path(path).expanduser()
-    if kind in ("visa", "elpv"):
+    if kind in ("visa", "elpv", "mtd"):
         raise ValueError(f"--data {spec}: this command needs an MVTec-layout folder (mvtec:PATH or folder:PATH); "
-                         "VisA and ELPV run with `run adl`, `multicue`, `ckaad`, `knn` (one bank per category) and `ahl`")
-    raise ValueError(f"--data must be 'synthetic', 'elpv', 'visa:PATH', 'mvtec:PATH' or 'folder:PATH'; got {spec!r}")
+                         "VisA, ELPV and the magnetic tile run with `run adl`, `multicue`, `ckaad`, `knn` (one bank per "
+                         "category) and `ahl`")
+    raise ValueError(f"--data must be 'synthetic', 'elpv', 'visa:PATH', 'mtd:PATH', 'mvtec:PATH' or 'folder:PATH'; "
+                     f"got {spec!r}")
 
 
 def _parse_value(name: str, text: str, default):
@@ -257,10 +260,12 @@ def _cmd_run(args) -> int:
             texture_sources[config.sources] = PseudoAnomaly(8, sources=config.sources).source_kind
         texture_source = texture_sources[config.sources]
         row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
-               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+               "dataset": _dataset_label(args.data),
                "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
                "train_backbone": config.train_backbone, "training": config.training, "backbone": config.backbone,
-               "image_size": config.image_size, "texture_source": texture_source, "seed": seed, "config": dataclasses.asdict(config)}
+               "image_size": config.image_size, "texture_source": texture_source, "seed": seed,
+               "config": dataclasses.asdict(config)}
         name = (f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
                 + (f" shots={shots}" if args.method == "multicue" else ""))
         if _run_key(row) in finished:
@@ -313,13 +318,33 @@ def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
     return root, cats
 
 
+def _dataset_label(spec: str) -> str:
+    """What a result row records as its dataset: ``--data`` as given, except the magnetic-tile set, recorded
+    by name (``magnetic_tile``) and not by the folder it was read from on one machine."""
+    return "magnetic_tile" if spec.partition(":")[0] == "mtd" else spec
+
+
+def _typed_anomalies(spec: str) -> bool:
+    """Data whose test anomalies come in named types that AHL's hard setting holds out (ELPV, magnetic tile)."""
+    return spec == "elpv" or spec.partition(":")[0] == "mtd"
+
+
 def _datasets(args, root: Path | None = None) -> list[tuple[str, object, object]]:
     """(category, train, test) for every category asked for: MVTec-layout folders (the built-in synthetic set
     too, or the folder ``root`` when given), VisA (``visa:PATH``), or ELPV (``--data elpv``: its open-set
     protocol, normal = defect probability 0 split 75/25 once, anomaly = probability 1, image labels only; see
     :func:`adlkit.data.elpv`)."""
-    from .data import MVTecLike, elpv, visa_categories, visa_from_split_csv
+    from .data import MVTecLike, elpv, magnetic_tile, visa_categories, visa_from_split_csv
 
+    if args.data.partition(":")[0] == "mtd":
+        if not args.data.partition(":")[2]:
+            raise ValueError("--data mtd needs the dataset's folder: --data mtd:/path/to/Magnetic-tile-defect-datasets. "
+                             "(the clone of github.com/abin24/Magnetic-tile-defect-datasets.)")
+        if args.category and args.category != ["magnetic_tile"]:
+            raise ValueError(f"the magnetic-tile set is one category, 'magnetic_tile'; got --category {args.category}")
+        root = Path(args.data.partition(":")[2]).expanduser()
+        return [("magnetic_tile", magnetic_tile(root, "train", args.image_size),
+                 magnetic_tile(root, "test", args.image_size))]
     if args.data == "elpv":
         if args.category or args.all_categories:
             raise ValueError("ELPV has no categories: drop --category/--all-categories (AHL's hard setting names "
@@ -404,7 +429,8 @@ def _cmd_run_cada(args) -> int:
         config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
         config = dataclasses.replace(config, **settings)
         common = {"ablation": config.ablation_name() or "custom",
-                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+                  "dataset": _dataset_label(args.data),
                   "contamination": 0.0, "shots": 0, "leaky": False, "train_backbone": False,
                   "backbone": config.backbone, "image_size": config.image_size, "texture_source": None, "seed": seed,
                   "config": dataclasses.asdict(config), "classes": list(cats)}
@@ -466,7 +492,8 @@ def _cmd_run_ckaad(args) -> int:
     for cat, seed, ablation in grid:
         config = dataclasses.replace(base.ablation(ablation), seed=seed, **settings)
         row = {"method": "ckaad", "variant": "paper", "ablation": ablation,
-               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())), "dataset": args.data,
+               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+               "dataset": _dataset_label(args.data),
                "category": cat, "contamination": 0.0, "shots": config.shots if config.anomalies == "real" else 0,
                "leaky": False, "train_backbone": False, "backbone": config.backbone, "image_size": config.image_size,
                "texture_source": PseudoAnomaly(8, sources=config.sources).source_kind if config.anomalies == "perlin"
@@ -535,10 +562,11 @@ def _cmd_run_knn(args) -> int:
     grid, finished, commit = _start_grid(args, out, done, grid)
     for cat, eps, seed in grid:
         config = dataclasses.replace(base, seed=seed)
-        row = {"method": "knn", "variant": "patchcore", "ablation": "kNN", "setting": "", "dataset": args.data,
+        row = {"method": "knn", "variant": "patchcore", "ablation": "kNN", "setting": "",
+               "dataset": _dataset_label(args.data),
                "category": cat, "contamination": eps, "shots": 0, "leaky": args.leaky, "train_backbone": False,
                "backbone": config.backbone, "image_size": config.image_size, "texture_source": None,
-               "open_set": "general" if args.data == "elpv" else None, "seen_class": None, "seed": seed,
+               "open_set": "general" if _typed_anomalies(args.data) else None, "seen_class": None, "seed": seed,
                "config": dataclasses.asdict(config)}
         if args.unified:
             row["classes"] = list(cats)
@@ -557,7 +585,7 @@ def _cmd_run_knn(args) -> int:
                    n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
         rows = [row]
         types = anomaly_types(r["split"].test)
-        if args.data == "elpv" and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
+        if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
             general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
             for seen in types:
                 keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect != seen]
@@ -701,7 +729,8 @@ def _cmd_run_ahl(args) -> int:
         config = dataclasses.replace(base, seed=seed)
         common = {"method": "ahl", "variant": config.variant,
                   "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-                  "dataset": "synthetic (20 anomalies per type)" if args.data == "synthetic" else args.data,
+                  "dataset": ("synthetic (20 anomalies per type)" if args.data == "synthetic"
+                              else _dataset_label(args.data)),
                   "category": cat, "contamination": 0.0, "shots": shots, "leaky": False, "train_backbone": False,
                   "backbone": config.backbone, "image_size": config.image_size, "open_set": setting,
                   "seen_class": seen_class, "seed": seed, "config": dataclasses.asdict(config)}
@@ -778,7 +807,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_si
                         ) -> None:
     """The options every `run` command shares: data, categories, seeds, shard, device, output and resuming."""
     p.add_argument("--data", default="synthetic",
-                   help="synthetic | elpv (open-set protocol, image labels) | visa:PATH (split_csv/1cls.csv) | mvtec:PATH | "
+                   help="synthetic | elpv (open-set protocol, image labels) | visa:PATH (split_csv/1cls.csv) | "
+                        "mtd:PATH (the magnetic-tile clone, as published; one category) | mvtec:PATH | "
                         "folder:PATH (MVTec layout)")
     p.add_argument("--category", nargs="+", help=category_help)
     p.add_argument("--all-categories", action="store_true", help="every category of the dataset")

@@ -571,3 +571,22 @@ def test_rows_keep_the_test_scores_so_two_table2_rows_can_be_ranked_against_each
     bad = [dict(rows[0], ablation="DL-CE", test_labels=rows[0]["test_labels"][::-1] + [1])]
     with pytest.raises(ValueError, match="different test sets"):
         report.rank_correlation(rows[:1] + bad, "DL-CE", "DL")
+
+
+def test_run_knn_on_the_magnetic_tile_layout_records_it_by_name_with_the_hard_rows(tmp_path, capsys):
+    from test_datasets import write_magnetic_tile
+
+    root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
+    out = tmp_path / "m.json"
+    assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["dataset"] for r in rows} == {"magnetic_tile"}  # the name, not this machine's folder
+    assert [(r["open_set"], r["seen_class"]) for r in rows] == [("general", None)] + [
+        ("hard", t) for t in ("blowhole", "break", "crack", "fray", "uneven")]
+    assert rows[0]["category"] == "magnetic_tile" and rows[0]["n_test"] == 11 and "pixel_AUPRO" in rows[0]
+    assert cli.main(["run", "knn", "--data", f"mtd:{root}", "--category", "tile", *KNN_FAST]) == 2
+    assert "one category, 'magnetic_tile'" in capsys.readouterr().err
+    assert cli.main(["run", "knn", "--data", "mtd:", *KNN_FAST]) == 2
+    assert "--data mtd needs the dataset's folder" in capsys.readouterr().err
+    assert cli.main(["run", "cada", "--data", f"mtd:{root}", "--all-categories"]) == 2
+    assert "needs an MVTec-layout folder" in capsys.readouterr().err

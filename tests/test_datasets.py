@@ -138,3 +138,69 @@ def test_tensor_cache_matches_dataset(small_root):
     assert torch.equal(batch["mask"][1], ds[len(ds) - 1]["mask"])
     seen = torch.cat([b["index"] for b in cache.batches(5, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(len(ds)))
+
+
+# -- the magnetic-tile set, in its published layout (MT_<Type>/Imgs/<stem>.jpg + <stem>.png)
+MTD_COUNTS = {"Free": 10, "Blowhole": 2, "Break": 2, "Crack": 1, "Fray": 1, "Uneven": 2}
+
+
+def write_magnetic_tile(root, counts=MTD_COUNTS, size=(30, 20)):
+    """A tiny copy of the layout: grayscale jpgs of varying size, anti-aliased masks like the originals'."""
+    rng = np.random.default_rng(0)
+    for kind, n in counts.items():
+        folder = root / f"MT_{kind}" / "Imgs"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            w, h = size[0] + i, size[1] + 2 * i  # sizes vary, as in the source
+            Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(folder / f"exp0_num_{i}.jpg")
+            m = np.zeros((h, w), np.uint8)
+            if kind != "Free":
+                m[2:8, 2:8] = 255
+                m[8, 2:8] = 60  # an anti-aliased edge: below half, not a defect pixel
+            Image.fromarray(m).save(folder / f"exp0_num_{i}.png")
+    return root
+
+
+def test_magnetic_tile_reads_the_published_layout_with_a_fixed_split(tmp_path):
+    root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.")
+    train, test = D.magnetic_tile(root, "train", 16), D.magnetic_tile(root, "test", 16)
+    assert len(train) == 7 and train.truths.sum() == 0  # 70% of the 10 defect-free tiles
+    assert len(test) == 3 + 8 and test.truths.sum() == 8  # the other 3 and every defect image
+    assert sorted({s.defect for s in test.samples}) == ["blowhole", "break", "crack", "fray", "good", "uneven"]
+    assert {s.class_name for s in train.samples + test.samples} == {"magnetic_tile"}
+    # fixed: the run's seed does not enter; a second read gives the same files on each side
+    assert [s.path for s in D.magnetic_tile(root, "train", 16).samples] == [s.path for s in train.samples]
+    assert not {s.path for s in train.samples} & {s.path for s in test.samples}
+    item = test[len(test) - 1]
+    assert item["image"].shape == (3, 16, 16) and item["mask"].shape == (1, 16, 16) and item["label"] == 1
+    full = D.magnetic_tile(root, "test", None)
+    s = full.samples[-1]
+    mask = full.load_mask(s)
+    assert mask.shape[-2:] == Image.open(s.path).size[::-1]
+    assert int(mask.sum()) == 36  # the 6x6 square; the edge row at 60 (< half) is not a defect pixel
+    good = test[next(i for i, s in enumerate(test.samples) if s.defect == "good")]
+    assert good["mask"].sum() == 0 and good["label"] == 0
+
+
+def test_magnetic_tile_errors_name_the_problem_and_show_the_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="(?s)does not exist.*MT_Free/Imgs"):
+        D.magnetic_tile(tmp_path / "nope")
+    root = write_magnetic_tile(tmp_path / "mtd")
+    shutil.rmtree(root / "MT_Crack")
+    with pytest.raises(FileNotFoundError, match="(?s)missing MT_Crack/Imgs.*git clone"):
+        D.magnetic_tile(root, "test")
+    root = write_magnetic_tile(tmp_path / "mtd2")
+    (root / "MT_Fray" / "Imgs" / "exp0_num_0.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"exp0_num_0.jpg has no mask: expected .*exp0_num_0.png"):
+        D.magnetic_tile(root, "test")
+    root = write_magnetic_tile(tmp_path / "mtd3")
+    bad = root / "MT_Break" / "Imgs" / "exp0_num_1.jpg"
+    bad.write_bytes(b"not a jpeg")
+    test = D.magnetic_tile(root, "test", 16)
+    with pytest.raises(OSError, match="cannot read image .*exp0_num_1.jpg"):
+        test[next(i for i, s in enumerate(test.samples) if s.path == bad)]
+    root = write_magnetic_tile(tmp_path / "mtd4")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "MT_Uneven" / "Imgs" / "exp0_num_0.png")
+    test = D.magnetic_tile(root, "test", 16)
+    with pytest.raises(ValueError, match="mask .*exp0_num_0.png is 5x5 but its image"):
+        test[next(i for i, s in enumerate(test.samples) if s.defect == "uneven")]

@@ -36,6 +36,30 @@ def test_greedy_coreset_is_reproducible_from_its_seed_and_keeps_everything_at_ra
     assert torch.equal(greedy_coreset(x, 1.0), torch.arange(500))
 
 
+def test_batched_greedy_makes_the_one_at_a_time_choices():
+    """Deferred updates (``batch`` > 1) are exact, not an approximation: the same rows as Algorithm 1's loop, and
+    each pick is the farthest row from the picks before it. Clustered data, so passes stop early at tau."""
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(12, 16, generator=g) * 4).repeat_interleave(250, 0) + torch.randn(3000, 16, generator=g)
+    reference = greedy_coreset(x, 0.1, seed=1, projection_dim=0, batch=1)
+    for batch in (7, 256):
+        idx = greedy_coreset(x, 0.1, seed=1, projection_dim=0, batch=batch)
+        assert len(idx) == 300 and set(idx.tolist()) == set(reference.tolist())
+        d = ((x - x[idx[0]]) ** 2).sum(1)
+        for i in range(1, len(idx)):
+            assert d[idx[i]] >= d.max() * (1 - 1e-5)  # the farthest row, up to float rounding
+            d = torch.minimum(d, ((x - x[idx[i]]) ** 2).sum(1))
+
+
+def test_greedy_coreset_never_picks_a_row_twice_when_rows_repeat():
+    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)).repeat(4, 1)  # 50 distinct rows, 200 in all
+    for batch in (1, 4, 256):
+        idx = greedy_coreset(x, 0.5, seed=0, projection_dim=0, batch=batch).tolist()
+        assert len(idx) == len(set(idx)) == 100
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        greedy_coreset(x, 0.5, batch=0)
+
+
 def test_nearest_distances_equal_brute_force():
     g = torch.Generator().manual_seed(2)
     bank, q = torch.randn(300, 16, generator=g), torch.randn(1000, 16, generator=g)

@@ -1,7 +1,19 @@
-"""Datasets (MVTec layout, VisA, ELPV, the built-in synthetic set), contamination, few-shot, open-set splits, tensor cache."""
+"""Datasets (MVTec layout, VisA, ELPV, magnetic tile, the built-in synthetic set), contamination, few-shot, open-set
+splits, tensor cache."""
 
 from .cache import TensorCache, cache_tensors
-from .datasets import EXPECTED_TREE, ImageDataset, MVTecLike, Sample, categories, elpv, visa_categories, visa_from_split_csv
+from .datasets import (
+    EXPECTED_TREE,
+    MTD_EXPECTED_TREE,
+    ImageDataset,
+    MVTecLike,
+    Sample,
+    categories,
+    elpv,
+    magnetic_tile,
+    visa_categories,
+    visa_from_split_csv,
+)
 from .protocols import (
     ContaminationReport,
     FewShotReport,
@@ -18,6 +30,7 @@ from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synth
 
 __all__ = [
     "EXPECTED_TREE",
+    "MTD_EXPECTED_TREE",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_VERSION",
     "ContaminationReport",
@@ -34,6 +47,7 @@ __all__ = [
     "contaminate",
     "elpv",
     "few_shot",
+    "magnetic_tile",
     "n_contaminated",
     "open_set_split",
     "protocol_split",

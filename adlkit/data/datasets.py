@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["EXPECTED_TREE", "ImageDataset", "MVTecLike", "Sample", "categories", "elpv", "visa_from_split_csv"]
+__all__ = ["EXPECTED_TREE", "ImageDataset", "MTD_EXPECTED_TREE", "MVTecLike", "Sample", "categories", "elpv",
+           "magnetic_tile", "visa_from_split_csv"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG"}
 
@@ -152,7 +153,8 @@ class ImageDataset(torch.utils.data.Dataset):
                     f"{im.size[0]}x{im.size[1]}: a mask must have its image's size. Re-export the mask at the "
                     "image's resolution."
                 )
-        binary = Image.fromarray((np.asarray(m) > 0).astype(np.uint8) * 255)
+        threshold = sample.meta.get("mask_threshold", 0)  # MVTec masks are 0/255; magnetic tile's are soft-edged
+        binary = Image.fromarray((np.asarray(m) > threshold).astype(np.uint8) * 255)
         resized = self._resize(binary, Image.BILINEAR)
         return torch.from_numpy(np.asarray(resized) > 127).unsqueeze(0)
 
@@ -360,6 +362,70 @@ def _elpv_open_set(rows: list[tuple[Path, float, str]], image_size: int | None) 
     train = [sample(*r, 0) for i, r in enumerate(normal) if i in in_train]
     test = [sample(*r, 0) for i, r in enumerate(normal) if i not in in_train] + anomalies
     return ImageDataset(train, image_size, "elpv/open_set/train"), ImageDataset(test, image_size, "elpv/open_set/test")
+
+
+MTD_EXPECTED_TREE = """Expected layout (Magnetic Tile Defects, as published on GitHub by its authors):
+  <root>/
+    MT_Free/Imgs/<stem>.jpg  (+ <stem>.png, an empty mask)   952 defect-free tiles
+    MT_Blowhole/Imgs/<stem>.jpg + <stem>.png                 defects with their masks; also
+    MT_Break/  MT_Crack/  MT_Fray/  MT_Uneven/               (same layout)
+Get it with: git clone https://github.com/abin24/Magnetic-tile-defect-datasets.
+"""
+MTD_TYPES = ("blowhole", "break", "crack", "fray", "uneven")
+MTD_SPLIT_SEED = 0  # the one fixed split of the defect-free tiles (not a run's seed: every run tests on the same images)
+MTD_TRAIN_FRACTION = 0.7
+MTD_MASK_THRESHOLD = 127  # the masks are anti-aliased (values 1-254 on their edges): a pixel is a defect above half
+
+
+def magnetic_tile(root: str | Path, split: str = "train", image_size: int | None = 256,
+                  train_fraction: float = MTD_TRAIN_FRACTION) -> ImageDataset:
+    """The Magnetic Tile Defects dataset (Y. Huang, C. Qiu, K. Yuan, *Surface defect saliency of magnetic
+    tile*, The Visual Computer 36, 2020), read in its published layout (:data:`MTD_EXPECTED_TREE`).
+
+    1,344 grayscale tiles of varying size: 952 defect-free (``MT_Free``) and 392 with one of five defect
+    types (blowhole 115, break 85, crack 57, fray 32, uneven 103), each with a same-stem ``.png`` mask
+    (binarised at :data:`MTD_MASK_THRESHOLD`: the masks' edges are anti-aliased; four uneven masks are
+    empty in the source and stay anomalous images with an empty mask). Images are resized to
+    ``image_size`` (aspect not kept, as for MVTec AD) and become 3 channels; ``defect`` is the type from
+    the folder name, ``class_name`` is ``"magnetic_tile"`` (one category).
+
+    The dataset publishes no split. This one is fixed, seeded once with :data:`MTD_SPLIT_SEED` (not the
+    run's seed, so every run and method tests on the same images, as MVTec AD's fixed test set): 70% of
+    the defect-free tiles train (666), the other 30% (286) and all 392 defect tiles test. 70% keeps the
+    training set near MVTec AD's typical size while the test set keeps 286 normals, enough that the
+    contamination protocol can move up to 20% of the training count (133) out of the defects.
+    """
+    root = Path(root).expanduser()
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1); got {train_fraction}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"magnetic-tile root {root} does not exist (or is not a folder).\n{MTD_EXPECTED_TREE}")
+    folders = {"good": root / "MT_Free" / "Imgs", **{t: root / f"MT_{t.capitalize()}" / "Imgs" for t in MTD_TYPES}}
+    missing = [str(f.relative_to(root)) for f in folders.values() if not f.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{root} is not the magnetic-tile layout: missing {', '.join(missing)}.\n"
+                                f"{MTD_EXPECTED_TREE}")
+    images = {kind: sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".jpg")
+              for kind, folder in folders.items()}
+    if not images["good"]:
+        raise FileNotFoundError(f"{folders['good']} holds no .jpg images.\n{MTD_EXPECTED_TREE}")
+    meta = {"mask_threshold": MTD_MASK_THRESHOLD}
+    good = [Sample(p, 0, "magnetic_tile", meta=dict(meta)) for p in images["good"]]
+    rng = np.random.default_rng(MTD_SPLIT_SEED)
+    in_train = set(rng.choice(len(good), size=round(train_fraction * len(good)), replace=False).tolist())
+    if split == "train":
+        return ImageDataset([s for i, s in enumerate(good) if i in in_train], image_size, "magnetic_tile/train")
+    samples = [s for i, s in enumerate(good) if i not in in_train]
+    for kind in MTD_TYPES:
+        for p in images[kind]:
+            mask = p.with_suffix(".png")
+            if not mask.is_file():
+                raise FileNotFoundError(f"defect image {p} has no mask: expected {mask} (same stem, .png) beside it.\n"
+                                        f"{MTD_EXPECTED_TREE}")
+            samples.append(Sample(p, 1, "magnetic_tile", kind, mask, meta=dict(meta)))
+    return ImageDataset(samples, image_size, "magnetic_tile/test")
 
 
 def relabel(sample: Sample, **changes) -> Sample:
