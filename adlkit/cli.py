@@ -587,6 +587,10 @@ def _cmd_run_knn(args) -> int:
         types = anomaly_types(r["split"].test)
         if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
             general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
+            for kind in types:  # and each type against the normals: <type>_image_AUROC / _AUPR
+                keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect == kind]
+                row.update({f"{kind}_{k}": v for k, v in metrics.image_metrics(r["scores"][keep],
+                                                                              r["labels"][keep]).items()})
             for seen in types:
                 keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect != seen]
                 rows.append({**general, "open_set": "hard", "seen_class": seen, "n_test": len(keep),

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from adlkit import cli
+from adlkit import cli, report
 
 # A frozen run on the small 64-px dataset of conftest.py: a second or two.
 FAST = ["--image-size", "64", "--epochs", "1", "--steps", "2", "--backbone", "efficientnet_lite0", "--device", "cpu",
@@ -584,6 +584,10 @@ def test_run_knn_on_the_magnetic_tile_layout_records_it_by_name_with_the_hard_ro
     assert [(r["open_set"], r["seen_class"]) for r in rows] == [("general", None)] + [
         ("hard", t) for t in ("blowhole", "break", "crack", "fray", "uneven")]
     assert rows[0]["category"] == "magnetic_tile" and rows[0]["n_test"] == 11 and "pixel_AUPRO" in rows[0]
+    for kind in ("blowhole", "break", "crack", "fray", "uneven"):  # each type against the normals, in the general row
+        assert 0.0 <= rows[0][f"{kind}_image_AUROC"] <= 1.0
+        assert not any(k.startswith(kind) for r in rows[1:] for k in r)
+    assert report.load_results(tmp_path)["m.json"] == rows  # the report accepts the rows and their per-type keys
     assert cli.main(["run", "knn", "--data", f"mtd:{root}", "--category", "tile", *KNN_FAST]) == 2
     assert "one category, 'magnetic_tile'" in capsys.readouterr().err
     assert cli.main(["run", "knn", "--data", "mtd:", *KNN_FAST]) == 2
