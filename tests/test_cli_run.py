@@ -552,8 +552,6 @@ def test_training_setting_is_a_grid_option_recorded_in_every_row(small_root, tmp
 def test_rows_keep_the_test_scores_so_two_table2_rows_can_be_ranked_against_each_other(small_root, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from adlkit import report
-
     out = tmp_path / "r.json"
     fast = [a for a in _run("adl", small_root, "--category", "tile", "--out", str(out)) if a != "--frozen"]
     assert cli.main(fast + ["--training", "frozen", "--ablation", "DL", "DL-CE"]) == 0
