@@ -295,3 +295,23 @@ def test_the_report_reads_the_result_files_written_before_the_table_2_names(resu
     adl = next(r for r in rows if r["headline"].what == "ADL, 10% contamination")
     assert adl["ours"].mean is None and adl["ours"].cell() == "not run yet" and adl["paper"]["value"] == 0.924
     assert "not entered" not in R.render(results, R.load_paper_numbers())["report"]
+
+
+def test_the_real_data_section_gives_each_setting_its_seed_mean_std_and_per_type_auroc():
+    def tile(seed, auroc, leaky=False, **extra):
+        return _run("knn", "magnetic_tile", seed, auroc, ablation="kNN", dataset="magnetic_tile", leaky=leaky,
+                    open_set="general", pixel_AUROC=auroc - 0.1, blowhole_image_AUROC=auroc + 0.05,
+                    crack_image_AUROC=auroc - 0.05, **extra)
+
+    rows = [tile(0, 0.80), tile(1, 0.90), tile(0, 0.60, leaky=True), tile(1, 0.70, leaky=True),
+            {**tile(0, 0.99), "open_set": "hard", "seen_class": "crack"},  # a hard row answers another question
+            _run("knn", "tile", 0, 0.95, ablation="kNN")]  # the synthetic set is not real data
+    clean, leaky = R.real_data_rows({"cli_knn_mtd.json": rows})
+    assert (clean["leaky"], leaky["leaky"], clean["seeds"]) == (False, True, [0, 1])
+    assert np.allclose(clean["metrics"]["image_AUROC"], (0.85, 0.05, 2))
+    assert np.allclose(clean["metrics"]["pixel_AUROC"][:2], (0.75, 0.05)) and clean["metrics"]["pixel_AUPRO"] is None
+    assert clean["per_type"] == pytest.approx({"blowhole": 0.90, "crack": 0.80})
+    table = "\n".join(R._real_data_table({"cli_knn_mtd.json": rows}))
+    assert "0.850 ± 0.050 (2)" in table and "(leaky)" in table and "blowhole 0.900, crack 0.800" in table
+    with pytest.raises(ValueError, match="one run per seed expected"):
+        R.real_data_rows({"cli_knn_mtd.json": rows + [tile(0, 0.81)]})
