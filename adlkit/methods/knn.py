@@ -142,8 +142,8 @@ def _greedy_passes(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, first
     among the b candidates, selecting the farthest, then updating only the candidates' distances to it, and
     repeating, gives exactly the greedy order for as long as the next candidate's distance is above tau; the
     first one is always the global farthest. Then the distances of all N rows are updated once, by [rows, k]
-    matrix products for the k rows chosen in the pass (1,024 rows at a time: the product stays in the CPU's cache,
-    4x faster per pass than 65,536 rows, measured on the magnetic tile's bank)."""
+    matrix products for the k rows chosen in the pass, 1,024 rows at a time so that each product stays in the
+    CPU's cache (on the magnetic tile's 682 k patches a pass selects about 230 rows)."""
     n = x.shape[0]
     chosen = [first]
     while len(chosen) < m:
