@@ -554,7 +554,7 @@ def _real_data_table(results: dict) -> list[str]:
              + " | image AUROC per defect type | wall time per run | file |",
              "|---|---|---|---|" + "---|" * len(REAL_METRICS) + "---|---|---|"]
     for r in rows:
-        cells = [("—" if r["metrics"][m] is None else
+        cells = [("—" if r["metrics"][m] is None else f"{r['metrics'][m][0]:.3f} (1)" if r["metrics"][m][2] == 1 else
                   f"{r['metrics'][m][0]:.3f} ± {r['metrics'][m][1]:.3f} ({r['metrics'][m][2]})") for m in REAL_METRICS]
         types = ", ".join(f"{t} {v:.3f}" for t, v in r["per_type"].items()) or "—"
         shots = f", {r['shots']} shots" if r["shots"] else ""
