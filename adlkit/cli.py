@@ -287,6 +287,8 @@ def _cmd_run(args) -> int:
         # contamination and seed): rows can be compared image by image, e.g. the rank correlation of two
         # Table 2 rows' scores (report.rank_correlation)
         row.update(test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]])
+        if _typed_anomalies(args.data):  # each defect type against the normals (the magnetic tile's five types)
+            row.update(_per_type_metrics(r["split"].test, r["scores"], r["labels"]))
         row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
                    device=str(device), train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,
@@ -322,6 +324,23 @@ def _dataset_label(spec: str) -> str:
     """What a result row records as its dataset: ``--data`` as given, except the magnetic-tile set, recorded
     by name (``magnetic_tile``) and not by the folder it was read from on one machine."""
     return "magnetic_tile" if spec.partition(":")[0] == "mtd" else spec
+
+
+def _per_type_metrics(test, scores, labels) -> dict:
+    """Each defect type of ``test`` against its normals: ``<type>_image_AUROC`` / ``<type>_image_AUPR`` (scores and
+    labels in the test set's order); empty when the test anomalies have fewer than two types."""
+    import numpy as np
+
+    from . import metrics
+    from .data import anomaly_types
+
+    types = anomaly_types(test)
+    row = {}
+    for kind in types if len(types) > 1 else []:
+        keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect == kind]
+        row.update({f"{kind}_{k}": v for k, v in metrics.image_metrics(np.asarray(scores)[keep],
+                                                                      np.asarray(labels)[keep]).items()})
+    return row
 
 
 def _typed_anomalies(spec: str) -> bool:
@@ -587,10 +606,7 @@ def _cmd_run_knn(args) -> int:
         types = anomaly_types(r["split"].test)
         if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
             general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
-            for kind in types:  # and each type against the normals: <type>_image_AUROC / _AUPR
-                keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect == kind]
-                row.update({f"{kind}_{k}": v for k, v in metrics.image_metrics(r["scores"][keep],
-                                                                              r["labels"][keep]).items()})
+            row.update(_per_type_metrics(r["split"].test, r["scores"], r["labels"]))
             for seen in types:
                 keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect != seen]
                 rows.append({**general, "open_set": "hard", "seen_class": seen, "n_test": len(keep),

@@ -592,3 +592,24 @@ def test_run_knn_on_the_magnetic_tile_layout_records_it_by_name_with_the_hard_ro
     assert "--data mtd needs the dataset's folder" in capsys.readouterr().err
     assert cli.main(["run", "cada", "--data", f"mtd:{root}", "--all-categories"]) == 2
     assert "needs an MVTec-layout folder" in capsys.readouterr().err
+
+
+def test_run_adl_on_the_magnetic_tile_records_each_defect_type_against_the_normals(tmp_path):
+    from sklearn.metrics import roc_auc_score
+    from test_datasets import write_magnetic_tile
+
+    from adlkit.data import magnetic_tile
+
+    root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
+    out = tmp_path / "a.json"
+    assert cli.main(["run", "adl", "--data", f"mtd:{root}", *FAST, "--set", *FAST_SET,
+                     "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    test = magnetic_tile(root, "test", 64)  # clean (0%): the run's test set is the fixed split's, in its order
+    assert row["dataset"] == "magnetic_tile" and row["n_test"] == len(test)
+    for kind in ("blowhole", "break", "crack", "fray", "uneven"):
+        keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect == kind]
+        want = roc_auc_score([row["test_labels"][i] for i in keep], [row["test_scores"][i] for i in keep])
+        assert row[f"{kind}_image_AUROC"] == pytest.approx(want, abs=1e-9)
+    assert report.real_data_rows(report.load_results(tmp_path))[0]["per_type"].keys() == {
+        "blowhole", "break", "crack", "fray", "uneven"}
