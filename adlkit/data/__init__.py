@@ -5,6 +5,7 @@ from .cache import TensorCache, cache_tensors
 from .datasets import (
     EXPECTED_TREE,
     MTD_EXPECTED_TREE,
+    MTD_TYPES,
     ImageDataset,
     MVTecLike,
     Sample,
@@ -31,6 +32,7 @@ from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, render_image, synth
 __all__ = [
     "EXPECTED_TREE",
     "MTD_EXPECTED_TREE",
+    "MTD_TYPES",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_VERSION",
     "ContaminationReport",
