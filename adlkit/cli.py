@@ -10,7 +10,8 @@
   shots need image labels only (``--set shot_masks=true`` or ``--variant authors``: their masks train the
   segmentation head too, as the authors' code).
 * ``run cada --all-categories --seed 0 1 2 ...`` - CADA: one model on all the classes mixed; rows per variant
-  (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``.
+  (unaligned, CaDA-A, CaDA-B, CADA, (u, sigma)) for each class, ``pooled`` and ``mean``; ``--extra-class mtd:PATH``
+  adds the magnetic tile, read as published, as one more class of the one model.
 * ``run ckaad --category tile --ablation recon +patch both ...`` - CKAAD, one model per class, row and seed.
 * ``run ahl --data elpv --setting general hard --shots 10 1 --seen-class all --seed 0 1 2`` - AHL and its DevNet
   baselines in the open-set setting, one run per category x setting x shots x seen class x seed.
@@ -141,7 +142,7 @@ def _dataset_root(spec: str, image_size: int) -> Path:
     if kind in ("visa", "elpv", "mtd"):
         raise ValueError(f"--data {spec}: this command needs an MVTec-layout folder (mvtec:PATH or folder:PATH); "
                          "VisA, ELPV and the magnetic tile run with `run adl`, `multicue`, `ckaad`, `knn` (one bank per "
-                         "category) and `ahl`")
+                         "category) and `ahl`; CADA adds the magnetic tile as one more class with --extra-class mtd:PATH")
     raise ValueError(f"--data must be 'synthetic', 'elpv', 'visa:PATH', 'mtd:PATH', 'mvtec:PATH' or 'folder:PATH'; "
                      f"got {spec!r}")
 
@@ -320,6 +321,22 @@ def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
     return root, cats
 
 
+def _extra_classes(specs: list[str]) -> dict:
+    """``--extra-class mtd:PATH``: the classes CADA adds beside ``--data``'s folder, by name, each a loader
+    ``(split, image_size) -> ImageDataset`` (the magnetic tile as published: one class, ``magnetic_tile``)."""
+    from .data import magnetic_tile
+
+    out = {}
+    for spec in specs:
+        kind, _, path = spec.partition(":")
+        if kind != "mtd" or not path:
+            raise ValueError(f"--extra-class {spec}: only the magnetic tile is supported, as mtd:PATH (the clone of "
+                             "github.com/abin24/Magnetic-tile-defect-datasets.)")
+        magnetic_tile(path, "train", 8)  # a wrong folder fails here, with the expected layout, before any training
+        out["magnetic_tile"] = lambda split, size, path=path: magnetic_tile(path, split, size)
+    return out
+
+
 def _dataset_label(spec: str) -> str:
     """What a result row records as its dataset: ``--data`` as given, except the magnetic-tile set, recorded
     by name (``magnetic_tile``) and not by the folder it was read from on one machine."""
@@ -427,12 +444,14 @@ def _cmd_run_cada(args) -> int:
 
     from . import config as cfg_mod
     from . import training
-    from .data import MVTecLike, categories
+    from .data import ImageDataset, MVTecLike, categories
     from .methods.cada import CADAConfig, run_cada
 
     out, done = _output_file(args)
     root, cats = _categories(args)
-    if len(cats) < 2:
+    extra = _extra_classes(args.extra_class or [])  # e.g. the magnetic tile, read as published
+    classes = [*cats, *extra]
+    if len(classes) < 2:
         raise ValueError(f"CADA trains one model on several classes: name two or more with --category A B "
                          f"(available: {categories(root)}) or pass --all-categories")
     device = torch.device(args.device) if args.device else cfg_mod.device()
@@ -449,17 +468,19 @@ def _cmd_run_cada(args) -> int:
         config = dataclasses.replace(config, **settings)
         common = {"ablation": config.ablation_name() or "custom",
                   "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-                  "dataset": _dataset_label(args.data),
+                  "dataset": "+".join([_dataset_label(args.data), *extra]),
                   "contamination": 0.0, "shots": 0, "leaky": False, "train_backbone": False,
                   "backbone": config.backbone, "image_size": config.image_size, "texture_source": None, "seed": seed,
-                  "config": dataclasses.asdict(config), "classes": list(cats)}
-        name = f"cada{f' [{ablation}]' if ablation else ''} {'+'.join(cats)} seed={seed}"
+                  "config": dataclasses.asdict(config), "classes": classes}
+        name = f"cada{f' [{ablation}]' if ablation else ''} {'+'.join(classes)} seed={seed}"
         if _run_key({**common, "method": "cada:cada", "variant": "cada", "category": "pooled"}) in finished:
             print(f"{name}: already in {out}, skipped (--resume)")
             continue
         t0 = time.perf_counter()
-        train = MVTecLike(root, cats, "train", config.image_size)
-        test = MVTecLike(root, cats, "test", config.image_size)
+        train, test = (MVTecLike(root, cats, split, config.image_size) for split in ("train", "test"))
+        for load in extra.values():  # one more class each, beside the folder's
+            train, test = (ImageDataset(a.samples + load(split, config.image_size).samples, config.image_size,
+                                        f"{a.name}+{split}") for a, split in ((train, "train"), (test, "test")))
         tag = f"_{ablation.replace(' ', '_')}" if ablation else ""
         ckpt = Path(args.checkpoint) / f"s{seed}{tag}" if args.checkpoint else None
         r = run_cada(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite,
@@ -886,6 +907,9 @@ def _add_cada_arguments(p: argparse.ArgumentParser) -> None:
                                                  "'linear only'")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="any CADAConfig field, e.g. --set dropout=0.5 top_percent=0 train_per_class=40")
+    p.add_argument("--extra-class", nargs="+", metavar="mtd:PATH",
+                   help="add a class read in its own layout to the unified model: the magnetic tile as published "
+                        "(mtd:PATH), trained and scored beside --data's classes")
     p.add_argument("--progress", action="store_true", help="a progress bar for reverse distillation")
 
 

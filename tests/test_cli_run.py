@@ -302,6 +302,23 @@ def test_run_cada_rows_resume_and_overwrite(small_root, tmp_path, capsys):
     assert _without_timing(json.loads(out.read_text())) == _without_timing(both[len(rows):])
 
 
+def test_run_cada_adds_the_magnetic_tile_as_one_more_class(small_root, tmp_path, capsys):
+    from test_datasets import write_magnetic_tile
+
+    mtd = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
+    out = tmp_path / "cada.json"
+    args = ["run", "cada", "--data", f"mvtec:{small_root}", "--category", "tile", *CADA_FAST]
+    assert cli.main([*args, "--extra-class", f"mtd:{mtd}", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["category"] for r in rows} == {"tile", "magnetic_tile", "pooled", "mean"}  # one model, both classes
+    assert all(r["classes"] == ["tile", "magnetic_tile"] for r in rows)
+    assert {r["dataset"] for r in rows} == {f"mvtec:{small_root}+magnetic_tile"}  # the tile by name, not its folder
+    assert cli.main([*args, "--extra-class", f"mtd:{tmp_path / 'nowhere'}"]) == 2
+    assert "Expected layout" in capsys.readouterr().err
+    assert cli.main([*args, "--extra-class", "visa:/x"]) == 2
+    assert "only the magnetic tile" in capsys.readouterr().err
+
+
 def test_run_cada_errors_name_the_problem(small_root, capsys):
     base = ["run", "cada", "--data", f"mvtec:{small_root}", *CADA_FAST]
     assert cli.main([*base, "--category", "tile"]) == 2
