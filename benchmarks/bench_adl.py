@@ -1,6 +1,6 @@
 """ADL training speed, frozen vs end to end, as ratios measured in one run.
 
-    python benchmarks/bench_adl.py [--size 256] [--steps 10] [--backbone efficientnet_lite0] [--no-run]
+    python benchmarks/bench_adl.py [--size 256] [--steps 10] [--backbone efficientnet_lite0] [--no-run | --runs-only]
 
 Prints, on this machine (CPU or GPU):
 
@@ -110,6 +110,24 @@ def frozen_run(config: adl.ADLConfig, train, device) -> tuple[float, float]:
     return whole, floor
 
 
+def step_rates(timers: dict, rounds: int) -> None:
+    """1. and 2.: each setting's images/s, best of ``rounds`` interleaved rounds, and their ratios."""
+    for timer, n in timers.values():  # warm-up
+        timer(max(1, n // 10))
+    best = dict.fromkeys(timers, 0.0)
+    for _ in range(rounds):
+        for key, (timer, n) in timers.items():
+            best[key] = max(best[key], timer(n))
+    print(f"{'':18s} {'images/s':>9s}")
+    for key, rate in best.items():
+        print(f"{key:18s} {rate:9.1f}")
+    print(f"\nfrozen / end-to-end per step: {best['frozen step'] / best['end-to-end step']:.1f}x (goal >= 20x)")
+    for key in ("neck step", "top-stage step"):
+        print(f"{key.split()[0]} / end-to-end per step: {best[key] / best['end-to-end step']:.1f}x; "
+              f"frozen / {key.split()[0]}: {best['frozen step'] / best[key]:.1f}x")
+    print(f"end-to-end step / its floor (time): {best['end-to-end floor'] / best['end-to-end step']:.2f}x (goal <= 1.25x)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
@@ -117,6 +135,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--no-run", action="store_true", help="skip the whole runs (3.)")
+    ap.add_argument("--runs-only", action="store_true", help="only the whole runs (3.), no step timings (1., 2.)")
     ap.add_argument("--settings", nargs="+", default=["frozen", "neck", "top-stage"],
                     choices=["frozen", "neck", "top-stage"], help="the settings of the whole runs (3.)")
     args = ap.parse_args(argv)
@@ -128,26 +147,16 @@ def main(argv=None):
     frozen = dataclasses.replace(base, train_backbone=False)
     print(f"device: {name}; backbone {args.backbone} (random weights); {args.size} px; batch 24 + 24\n")
 
-    timers = {"frozen step": (step_timer(frozen, train, device), 20 * args.steps),
+    if args.no_run and args.runs_only:
+        ap.error("--no-run and --runs-only leave nothing to measure: pass one of them")
+    timers = {} if args.runs_only else {"frozen step": (step_timer(frozen, train, device), 20 * args.steps),
               "neck step": (step_timer(dataclasses.replace(frozen, shared="neck"), train, device), 4 * args.steps),
               "top-stage step": (step_timer(dataclasses.replace(frozen, shared="top-stage"), train, device),
                                  4 * args.steps),
               "end-to-end step": (step_timer(base, train, device), args.steps),
               "end-to-end floor": (floor_timer(base, train, device), args.steps)}
-    for timer, n in timers.values():  # warm-up
-        timer(max(1, n // 10))
-    best = dict.fromkeys(timers, 0.0)
-    for _ in range(args.rounds):
-        for key, (timer, n) in timers.items():
-            best[key] = max(best[key], timer(n))
-    print(f"{'':18s} {'images/s':>9s}")
-    for key, rate in best.items():
-        print(f"{key:18s} {rate:9.1f}")
-    print(f"\nfrozen / end-to-end per step: {best['frozen step'] / best['end-to-end step']:.1f}x (goal >= 20x)")
-    for key in ("neck step", "top-stage step"):
-        print(f"{key.split()[0]} / end-to-end per step: {best[key] / best['end-to-end step']:.1f}x; "
-              f"frozen / {key.split()[0]}: {best['frozen step'] / best[key]:.1f}x")
-    print(f"end-to-end step / its floor (time): {best['end-to-end floor'] / best['end-to-end step']:.2f}x (goal <= 1.25x)")
+    if timers:
+        step_rates(timers, args.rounds)
 
     if not args.no_run:
         print()
