@@ -44,8 +44,8 @@ test: bootstrap check-notebooks
 unit: bootstrap
 	ADLKIT_QUICK=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
-## Committed notebooks carry no outputs; exercises/ is current with notebooks/; figures/REPORT.md and the README's
-## generated sections are current with figures/results/ (python -m adlkit report).
+## Committed notebooks carry no outputs; exercises/ is current with notebooks/; figures/REPORT.md and the generated
+## sections of README.md and docs/ are current with figures/results/ (python -m adlkit report).
 check-notebooks: bootstrap
 	$(PY) -m nbstripout --verify $(NOTEBOOKS) $(wildcard exercises/*.ipynb) || \
 	  { echo "!! a committed notebook carries outputs: run nbstripout on it (or pre-commit install)"; exit 1; }

@@ -18,8 +18,9 @@
 * ``run knn --all-categories --contamination 0 0.1 --seed 0 1 2`` - the PatchCore-style kNN baseline (nothing
   trained); ``--unified`` builds one bank for all the categories mixed; ``--data elpv`` and ``mtd:PATH`` add the hard
   setting's rows (one per held-out anomaly type).
-* ``report [--check]`` - ``figures/REPORT.md`` and the README's generated sections (the papers' numbers beside
-  adlkit's and the kNN baseline's) from ``figures/results/*.json`` and ``adlkit/paper_numbers.csv``.
+* ``report [--check]`` - ``figures/REPORT.md`` and the generated sections of the README and ``docs/`` (the papers'
+  numbers beside adlkit's and the kNN baseline's, the wall times) from ``figures/results/*.json`` and
+  ``adlkit/paper_numbers.csv``.
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -89,10 +90,10 @@ def _cmd_report(args) -> int:
             print("not current with figures/results: " + ", ".join(str(p) for p in stale))
             print("Fix: run `python -m adlkit report` and commit the result.")
             return 1
-        print("figures/REPORT.md and the README's generated sections are current with figures/results/")
+        print("figures/REPORT.md and the generated sections of README.md and docs/ are current with figures/results/")
         return 0
     changed = write_report(args.root)
-    print("wrote " + ", ".join(str(p) for p in changed) if changed else "figures/REPORT.md and README.md were current")
+    print("wrote " + ", ".join(str(p) for p in changed) if changed else "figures/REPORT.md, README.md and docs/ were current")
     return 0
 
 
@@ -976,10 +977,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--check", action="store_true", help="only report whether exercises/ is current (exit 1 if not)")
     ex.set_defaults(func=_cmd_exercises)
 
-    rep = sub.add_parser("report", help="figures/REPORT.md and the README's results: the papers' numbers beside "
-                                        "adlkit's and the kNN baseline's")
+    rep = sub.add_parser("report", help="figures/REPORT.md and the generated sections of README.md and docs/: the "
+                                        "papers' numbers beside adlkit's and the kNN baseline's")
     rep.add_argument("--check", action="store_true", help="only check they are current (exit 1 if not)")
-    rep.add_argument("--root", default=".", help="the repository (holds README.md and figures/)")
+    rep.add_argument("--root", default=".", help="the repository (holds README.md, docs/ and figures/)")
     rep.set_defaults(func=_cmd_report)
 
     run = sub.add_parser("execute", help="run notebooks headless in order and print their wall times")

@@ -3,9 +3,9 @@
 ``python -m adlkit report`` reads every result file in ``figures/results/`` (checked: an unknown key or a
 missing field is an error that names the file), the papers' own numbers kept as data in
 ``adlkit/paper_numbers.csv``, and :data:`HEADLINES` (which result rows answer which of the papers' rows),
-and writes ``figures/REPORT.md``. The README's results section and its wall-time table come from the same
-function (:func:`render`), so ``python -m adlkit report --check`` (run by CI) fails when either is out of
-date with the result files.
+and writes ``figures/REPORT.md``. The README's short headline table, the full tables of ``docs/results.md``
+and the wall-time table of ``docs/data.md`` come from the same function (:func:`render`), so
+``python -m adlkit report --check`` (run by CI) fails when any of them is out of date with the result files.
 
 A cell "0.915 ± 0.012 (3)" is the mean ± std over seeds (3 of them) of the per-seed value; the per-seed
 value is the mean over the classes (or, for AHL's hard setting, over the seen classes) the row averages.
@@ -26,7 +26,8 @@ import numpy as np
 from .data.datasets import MTD_TYPES
 
 __all__ = ["PAPERS", "HEADLINES", "Select", "Headline", "load_results", "load_paper_numbers", "summarise",
-           "headline_rows", "wall_times", "real_data_rows", "render", "readme_sections", "write_report", "check_report"]
+           "headline_rows", "wall_times", "real_data_rows", "render", "readme_headline", "replace_section", "write_report",
+           "check_report"]
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.csv")
 PAPER_COLUMNS = ("paper", "source", "dataset", "setting", "method", "metric", "value", "backbone", "image_size", "note")
@@ -611,9 +612,52 @@ def _wall_table(results: dict) -> list[str]:
     return lines
 
 
+# The README's headline: one or two rows per paper, (paper, row, metric) of :data:`HEADLINES`
+README_HEADLINES = (("ADL", "ADL, 10% contamination", "image_AUROC"),
+                    ("ADL", "DL, 10% contamination (Table 2)", "image_AUROC"),
+                    ("multi-cue ADL", "fused score, 10 shots, 10% contamination", "image_AUROC"),
+                    ("multi-cue ADL", "gradient maps, 10 shots, 10% contamination", "pixel_AUROC"),
+                    ("CADA", "RD + CADA, pooled", "image_AUROC"),
+                    ("CKAAD", "CKAPatch (+patch)", "image_AUROC"),
+                    ("AHL", "AHL, general, 10 shots", "image_AUROC"),
+                    ("AHL", "AHL, hard, 10 shots", "image_AUROC"))
+_SHORT_PAPERS = {"ADL": "ADL (Das, Pang & Bhuyan, 2024)", "multi-cue ADL": "multi-cue ADL (Das & Bhuyan, 2026)",
+                 "CADA": "CADA (Guo et al., 2024)", "CKAAD": "CKAAD (Fang et al., 2024)", "AHL": "AHL (Zhu et al., 2024)"}
+
+
+def readme_headline(rows: list[dict]) -> list[str]:
+    """The README's short table (:data:`README_HEADLINES`) and, counted from it, how often the training-free kNN
+    baseline is ahead of the learned method."""
+    by_key = {(r["headline"].paper, r["headline"].what, r["headline"].metric): r for r in rows}
+    missing = [k for k in README_HEADLINES if k not in by_key]
+    if missing:
+        raise ValueError(f"README_HEADLINES names {missing[0]}, which is not a row of HEADLINES: correct one or the other")
+    lines = ["| paper | row | metric | the paper (its data) | adlkit (CPU) | kNN baseline | adlkit's data |",
+             "|---|---|---|---|---|---|---|"]
+    ahead = both = 0
+    for key in README_HEADLINES:
+        r = by_key[key]
+        h, p = r["headline"], r["paper"]
+        paper_cell = "—" if p is None else f"{p['value']:.3f} ({p['dataset']})"
+        data = r["setting"]["data"] if r["setting"] else ""
+        knn = r["knn"] if h.knn is not None else None
+        lines.append(f"| {_SHORT_PAPERS[h.paper]} | {h.what} | {h.metric.replace('_', ' ')} | {paper_cell} | "
+                     f"{r['ours'].cell()} | {knn.cell() if knn else '—'} | {data} |")
+        if knn is not None and knn.mean is not None and r["ours"].mean is not None:
+            both += 1
+            ahead += knn.mean > r["ours"].mean
+    lines += ["", f"**The lesson of these numbers:** the training-free kNN baseline (PatchCore-style, frozen ImageNet "
+                  f"features, no training) is ahead of the learned method in **{ahead} of the {both}** rows above where "
+                  "both ran, on the same data and features. Every row is a mean ± std over seeds (their number in "
+                  "brackets); the papers' numbers are on their own data (MVTec AD, ELPV) with fine-tuned backbones, so "
+                  "the columns are not a race: [docs/results.md](docs/results.md) has every row with its setting and "
+                  "why it differs, and `figures/REPORT.md` the real-defect table and wall times."]
+    return lines
+
+
 def render(results: dict, papers: list[dict]) -> dict[str, str]:
-    """``{"report": figures/REPORT.md, "readme_results": the README's results section, "readme_walltime":
-    the README's wall-time table}``, all from the same rows."""
+    """``{"report": figures/REPORT.md, "readme_headline": the README's short table, "docs_results": docs/results.md's
+    full tables, "docs_walltime": docs/data.md's wall-time table}``, all from the same rows."""
     rows = headline_rows(results, papers)
     files = [f"- `{name}`: " + (f"{len(d)} runs" if isinstance(d, list) else f"notebook {d['mode']} mode, "
                                  f"{d['wall_time_s']:.0f} s, {d['date']}") for name, d in results.items()]
@@ -630,29 +674,26 @@ def render(results: dict, papers: list[dict]) -> dict[str, str]:
               "the contaminated anomalies leave the test set (adlkit's default); *leaky*: they stay in it (ADL's "
               "code).", "", *_real_data_table(results), "",
               "## Wall time per class (CPU)", "", *_wall_table(results), "", "## Result files read", "", *files, ""]
-    readme = ["## What adlkit reproduces: the papers' numbers beside ours", "",
-              "Generated by `python -m adlkit report` (also written to `figures/REPORT.md`); notebook 09 plots it.",
-              "", *intro, *_paper_tables(rows, "###")]
-    return {"report": "\n".join(report), "readme_results": "\n".join(readme).rstrip() + "\n",
-            "readme_walltime": "\n".join(_wall_table(results)) + "\n"}
+    full = ["## What adlkit reproduces: the papers' numbers beside ours", "",
+            "Generated by `python -m adlkit report` (also written to `figures/REPORT.md`); notebook 09 plots it.",
+            "", *intro, *_paper_tables(rows, "###")]
+    return {"report": "\n".join(report), "readme_headline": "\n".join(readme_headline(rows)) + "\n",
+            "docs_results": "\n".join(full).rstrip() + "\n", "docs_walltime": "\n".join(_wall_table(results)) + "\n"}
 
 
 # ----------------------------------------------------------------------------- files
-MARKERS = {"readme_results": ("<!-- results:start -->", "<!-- results:end -->"),
-           "readme_walltime": ("<!-- walltime:start -->", "<!-- walltime:end -->")}
+# generated section -> (the file that holds it, relative to the repository, and its markers)
+MARKERS = {"readme_headline": ("README.md", "<!-- headline:start -->", "<!-- headline:end -->"),
+           "docs_results": ("docs/results.md", "<!-- results:start -->", "<!-- results:end -->"),
+           "docs_walltime": ("docs/data.md", "<!-- walltime:start -->", "<!-- walltime:end -->")}
 
 
-def readme_sections(readme: str, sections: dict[str, str]) -> str:
-    """``readme`` with the text between each pair of :data:`MARKERS` replaced by its section."""
-    for key, (start, end) in MARKERS.items():
-        if key not in sections:
-            continue
-        i, j = readme.find(start), readme.find(end)
-        if i < 0 or j < i:
-            raise ValueError(f"README.md has no '{start}' ... '{end}' markers: put them where the generated section "
-                             "goes")
-        readme = readme[: i + len(start)] + "\n" + sections[key] + readme[j:]
-    return readme
+def replace_section(text: str, section: str, start: str, end: str, name: str = "README.md") -> str:
+    """``text`` with what lies between the markers ``start`` ... ``end`` replaced by ``section``."""
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{name} has no '{start}' ... '{end}' markers: put them where the generated section goes")
+    return text[: i + len(start)] + "\n" + section + text[j:]
 
 
 def _outputs(root: Path) -> dict[Path, str]:
@@ -661,13 +702,19 @@ def _outputs(root: Path) -> dict[Path, str]:
                                 "repository (or pass --root <repository>)")
     results = load_results(root / "figures" / "results")
     text = render(results, load_paper_numbers())
-    readme = root / "README.md"
-    return {root / "figures" / "REPORT.md": text["report"],
-            readme: readme_sections(readme.read_text(encoding="utf-8"), text)}
+    out = {root / "figures" / "REPORT.md": text["report"]}
+    for key, (name, start, end) in MARKERS.items():
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: it holds a generated section ({start} ... {end}); restore it "
+                                    "from git")
+        current = out.get(path, path.read_text(encoding="utf-8"))
+        out[path] = replace_section(current, text[key], start, end, name)
+    return out
 
 
 def write_report(root: str | Path = ".") -> list[Path]:
-    """Write ``figures/REPORT.md`` and the README's generated sections; returns the files that changed."""
+    """Write ``figures/REPORT.md`` and the generated sections of the README and docs/; returns the files that changed."""
     changed = []
     for path, text in _outputs(Path(root)).items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -187,32 +187,60 @@ def test_wall_times_count_a_run_once_and_divide_a_mixed_model_by_its_classes():
     assert (cada["method"], cada["runs"], cada["median_s"], cada["n_classes"]) == ("cada", 1, 100.0, 5)
 
 
+def _layout(root):
+    """A README and the docs pages with the generated sections' markers, as in the repository."""
+    h_start, h_end = R.MARKERS["readme_headline"][1:]
+    (root / "README.md").write_text(f"# x\n{h_start}\nold\n{h_end}\nrest\n")
+    (root / "docs").mkdir(exist_ok=True)
+    for key in ("docs_results", "docs_walltime"):
+        name, start, end = R.MARKERS[key]
+        (root / name).write_text(f"# {name}\n{start}\n{end}\nrest\n")
+
+
 def test_check_fails_when_a_result_changes_and_passes_once_the_report_is_rewritten(results_dir, capsys):
     root = results_dir.parents[1]
-    start, end = R.MARKERS["readme_results"]
-    w_start, w_end = R.MARKERS["readme_walltime"]
-    (root / "README.md").write_text(f"# x\n{start}\nold\n{end}\n\n## data\n{w_start}\n{w_end}\nrest\n")
+    _layout(root)
     assert main(["report", "--root", str(root)]) == 0
     readme = (root / "README.md").read_text()
-    assert readme.startswith("# x\n<!-- results:start -->\n## What adlkit reproduces") and readme.endswith("rest\n")
-    assert "| adl | synthetic | 256 px | frozen | 4 | 10 s (10–10 s) | `cli_adl_robustness.json` |" in readme
+    assert readme.startswith("# x\n<!-- headline:start -->\n| paper | row |") and readme.endswith("rest\n")
+    results = (root / "docs" / "results.md").read_text()
+    assert "## What adlkit reproduces" in results and results.endswith("rest\n")
+    walltime = (root / "docs" / "data.md").read_text()
+    assert "| adl | synthetic | 256 px | frozen | 4 | 10 s (10–10 s) | `cli_adl_robustness.json` |" in walltime
     assert (root / "figures" / "REPORT.md").read_text().startswith("# adlkit reproduction report")
     assert R.check_report(root) == [] and main(["report", "--check", "--root", str(root)]) == 0
     runs = json.loads((results_dir / "cli_knn.json").read_text())
     runs[0]["image_AUROC"] = 0.5
     (results_dir / "cli_knn.json").write_text(json.dumps(runs))
-    assert set(R.check_report(root)) == {root / "figures" / "REPORT.md", root / "README.md"}
+    assert set(R.check_report(root)) == {root / "figures" / "REPORT.md", root / "README.md", root / "docs" / "results.md"}
     assert main(["report", "--check", "--root", str(root)]) == 1
     assert "Fix: run `python -m adlkit report`" in capsys.readouterr().out
     main(["report", "--root", str(root)])
     assert R.check_report(root) == []
 
 
-def test_a_readme_without_markers_is_an_error_that_says_where_they_go(results_dir, capsys):
+def test_a_file_without_its_markers_is_an_error_that_says_where_they_go(results_dir, capsys):
     root = results_dir.parents[1]
+    _layout(root)
     (root / "README.md").write_text("# no markers\n")
     assert main(["report", "--root", str(root)]) == 2
-    assert "README.md has no '<!-- results:start -->'" in capsys.readouterr().err
+    assert "README.md has no '<!-- headline:start -->'" in capsys.readouterr().err
+    _layout(root)
+    (root / "docs" / "data.md").unlink()
+    assert main(["report", "--root", str(root)]) == 2
+    assert "data.md is missing" in capsys.readouterr().err
+
+
+def test_the_readme_headline_counts_the_rows_where_the_knn_is_ahead():
+    rows = R.headline_rows(R.load_results(REPO / "figures" / "results"), R.load_paper_numbers())
+    lines = R.readme_headline(rows)
+    table = [line for line in lines if line.startswith("| ") and not line.startswith("| paper")]
+    assert len(table) == len(R.README_HEADLINES)
+    by = {(r["headline"].what, r["headline"].metric): r for r in rows}
+    pairs = [by[(what, metric)] for _, what, metric in R.README_HEADLINES]
+    both = [r for r in pairs if r["headline"].knn is not None and r["knn"].mean is not None and r["ours"].mean is not None]
+    ahead = sum(r["knn"].mean > r["ours"].mean for r in both)
+    assert f"**{ahead} of the {len(both)}**" in lines[-1]
 
 
 def test_the_committed_report_reads_every_committed_result_file(tmp_path):
