@@ -110,8 +110,9 @@ def robustness_curve(ratios, results: dict, *, metric: str = "image AUROC", ax=N
 
 
 def heatmap_overlay(image, amap, mask=None, *, ax=None, alpha: float = 0.5, title: str | None = None,
-                    vmin=None, vmax=None):
-    """Show ``image`` ([3,H,W] or [H,W,3] in [0,1]) with ``amap`` ([H,W]) on top and the mask's contour."""
+                    vmin=None, vmax=None, colorbar: str | None = None):
+    """Show ``image`` ([3,H,W] or [H,W,3] in [0,1]) with ``amap`` ([H,W]) on top and the mask's contour;
+    ``colorbar``: a colour bar with this label beside the axes (what the colours mean, on which scale)."""
     img = _np(image)
     if img.ndim == 3 and img.shape[0] in (1, 3):
         img = img.transpose(1, 2, 0)
@@ -121,7 +122,11 @@ def heatmap_overlay(image, amap, mask=None, *, ax=None, alpha: float = 0.5, titl
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(np.clip(img, 0, 1).squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
-    ax.imshow(amap, cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+    shown = ax.imshow(amap, cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+    if colorbar:
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        bar.set_label(colorbar, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     if mask is not None:
         m = _np(mask).squeeze()
         if m.any():

@@ -37,6 +37,16 @@ def test_plots_build():
     plt.close("all")
 
 
+def test_an_overlay_can_say_what_its_colours_mean():
+    rng = np.random.default_rng(0)
+    fig = viz.heatmap_overlay(rng.random((3, 16, 16)), rng.random((16, 16)), vmin=0, vmax=1, colorbar="P(anomalous)")
+    bar = fig.axes[-1]
+    assert len(fig.axes) == 2 and bar.get_ylabel() == "P(anomalous)"
+    assert bar.get_ylim() == (0.0, 1.0)  # the scale the map was drawn on, not the map's own range
+    assert len(viz.heatmap_overlay(rng.random((3, 16, 16)), rng.random((16, 16))).axes) == 1  # none unless asked
+    plt.close("all")
+
+
 def test_cli_info_and_errors(capsys, tmp_path):
     assert cli.main(["info"]) == 0
     assert "adlkit" in capsys.readouterr().out
