@@ -246,7 +246,7 @@ def test_builtin_sources_and_texture_folder(tmp_path):
 @pytest.mark.skipif(not (DTD and Path(DTD).is_dir()), reason="set ADLKIT_TEXTURES=<folder of DTD images> (optional)")
 def test_dtd_folder_as_source():
     pa = PseudoAnomaly(32, sources=DTD, max_sources=20)
-    assert 0 < len(pa.sources) <= 20 and DTD in repr(pa)
+    assert 0 < len(pa.sources) <= 20 and f"folder {Path(DTD).name!r}" in repr(pa)  # by name, not this machine's path
 
 
 def test_elastic_matches_torchvision_kernel_and_is_seeded():
