@@ -291,6 +291,12 @@ def _cmd_run(args) -> int:
         row.update(test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]])
         if _typed_anomalies(args.data):  # each defect type against the normals (the magnetic tile's five types)
             row.update(_per_type_metrics(r["split"].test, r["scores"], r["labels"]))
+        _save_gallery(args, out, (args.method, ablation, config.training, cat, f"c{eps:g}",
+                                  "leaky" if args.leaky else "", f"s{seed}",
+                                  f"shots{shots}" if args.method == "multicue" else ""),
+                      r["split"].test, r["scores"], r["maps"],
+                      {**{k: row[k] for k in _GALLERY_META if k in row}, "maps_from": r.get("maps_from"),
+                       "commit": commit})
         row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
                    device=str(device), train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,
@@ -410,11 +416,35 @@ def _output_file(args) -> tuple[Path | None, list[dict]]:
     from . import training
 
     out = Path(args.out) if args.out else None
+    if getattr(args, "save_maps", False) and out is None:
+        raise ValueError("--save-maps writes beside the results file: add --out RESULTS.json (maps go to RESULTS_maps/)")
+    if getattr(args, "save_maps", False) and args.method == "ahl":
+        raise ValueError("--save-maps: AHL scores whole images (its papers report image AUROC only); it has no maps "
+                         "to keep. Drop --save-maps.")
     done = training.read_results(out) if out is not None else []
     if done and not (args.resume or args.overwrite):
         raise FileExistsError(f"{out} exists; pass --resume to skip the runs it holds and add the rest, --overwrite "
                               "to start it again, or choose another --out")
     return out, ([] if args.overwrite else done)
+
+
+_GALLERY_META = ("method", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky", "training",
+                 "backbone", "image_size", "seed", "commit")
+
+
+def _save_gallery(args, out: Path | None, parts: tuple, test, scores, maps, meta: dict) -> None:
+    """``--save-maps``: a few of this run's test images with their maps, in ``OUT_maps/`` (:mod:`adlkit.gallery`).
+    A file already there belongs to an earlier run: kept unless --resume (an unfinished run's leftover) or
+    --overwrite says otherwise."""
+    from . import gallery
+
+    if not getattr(args, "save_maps", False) or out is None:
+        return
+    path = gallery.maps_dir(out) / gallery.file_name(*parts)
+    if path.exists() and not (args.resume or args.overwrite):
+        raise FileExistsError(f"{path} exists (the maps of an earlier run): pass --resume or --overwrite to "
+                              "replace it, or choose another --out")
+    gallery.save(path, test, gallery.pick(test, scores), scores, maps, meta)
 
 
 def _start_output(out: Path | None, args) -> None:
@@ -490,6 +520,9 @@ def _cmd_run_cada(args) -> int:
         info = {"weights": hist["rd"]["weights"], "device": str(device), "n_train": hist["rd"]["n_train"],
                 "train_seconds": round(hist["rd"]["seconds"] + hist["head_seconds"], 2),
                 "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
+        _save_gallery(args, out, ("cada", ablation, "-".join(classes), f"s{seed}"), test, r["scores"]["cada"],
+                      r["maps"], {**{k: common[k] for k in _GALLERY_META if k in common}, "method": "cada",
+                                  "score": "CADA (aligned, one threshold for every class)", "commit": commit})
         rows = [{**common, **row, **info} for row in r["rows"]]
         for row in rows:
             row["backbone"] = hist["rd"]["backbone"]
@@ -557,6 +590,8 @@ def _cmd_run_ckaad(args) -> int:
         row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES) or k == "pixel_AUPRO_per_image"})
         row.update(info, discriminator=r["discriminator"], train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2))
+        _save_gallery(args, out, ("ckaad", ablation, cat, f"s{seed}"), r["test"], r["scores"], r["maps"],
+                      {k: row[k] for k in _GALLERY_META if k in row})
         for entry, crow in zip(r["curve"], curve_rows):
             crow.update({k: v for k, v in entry.items() if not k.startswith(("d_", "step"))})
             crow.update(info, discriminator={k: v for k, v in entry.items() if k.startswith("d_")},
@@ -624,6 +659,8 @@ def _cmd_run_knn(args) -> int:
                    train_seconds=round(hist["seconds"], 2), wall_seconds=round(time.perf_counter() - t0, 2),
                    n_bank=hist["n_bank"], n_patches=hist["n_patches"],
                    n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
+        _save_gallery(args, out, ("knn", cat, f"c{eps:g}", "leaky" if args.leaky else "", f"s{seed}"),
+                      r["split"].test, r["scores"], r["maps"], {k: row[k] for k in _GALLERY_META if k in row})
         rows = [row]
         types = anomaly_types(r["split"].test)
         if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
@@ -863,6 +900,10 @@ def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_si
     p.add_argument("--checkpoint", help=checkpoint_help)
     p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("--overwrite", action="store_true", help="start --out and existing checkpoints again")
+    p.add_argument("--save-maps", action="store_true",
+                   help="keep a few test images with each run's maps beside --out (OUT_maps/*.npz: per defect type "
+                        "the largest defect, the top- and median-scoring normal; adlkit.gallery, shown by "
+                        "adlkit.viz.gallery_figure)")
     p.set_defaults(func=_cmd_run)
 
 

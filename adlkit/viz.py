@@ -137,6 +137,37 @@ def heatmap_overlay(image, amap, mask=None, *, ax=None, alpha: float = 0.5, titl
     return ax.figure
 
 
+def gallery_figure(galleries: dict, *, size: float = 1.7, title: str | None = None):
+    """One row per saved run (``{row label: adlkit.gallery.load(...)}``), one column per kept test image: the
+    image with the run's map on the run's own colour scale (its ``vmin``/``vmax``: a faint map stays faint) and
+    the defect's contour in white; each title gives the defect type and the score's rank among the test set's
+    scores (1 = the highest), so a reader sees where the method put the image, not only where it looked."""
+    if not galleries:
+        raise ValueError("no galleries to show: load them with adlkit.gallery.load(path)")
+    ncol = max(len(g["scores"]) for g in galleries.values())
+    fig, axes = plt.subplots(len(galleries), ncol, figsize=(size * ncol + 0.8, size * len(galleries) + 0.5),
+                             squeeze=False)
+    for r, (label, g) in enumerate(galleries.items()):
+        meta = g["meta"]
+        for c in range(ncol):
+            ax = axes[r, c]
+            if c >= len(g["scores"]):
+                ax.set_axis_off()
+                continue
+            img = g["images"][c].astype(np.float32) / 255
+            img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+            what = g["defects"][c] if g["anomalous"][c] else "normal"
+            heatmap_overlay(img, g["maps"][c], g["masks"][c], ax=ax, vmin=meta["vmin"], vmax=meta["vmax"],
+                                    title=f"{what}\nrank {g['rank'][c] + 1}/{meta['n_test']}")
+            ax.title.set_fontsize(7)
+        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(images, titles=None, ncol: int = 8, size: float = 1.6, cmap=None):
     """A grid of images ([N,3,H,W] / [N,H,W] tensors or arrays, or a list of them)."""
     imgs = [_np(im) for im in images]

@@ -187,7 +187,7 @@ def test_an_unreadable_image_is_an_error_that_names_it(small_root, tmp_path, cap
 def test_run_multicue_reports_every_cue(small_root, tmp_path):
     out = tmp_path / "mc.json"
     assert cli.main(_run("multicue", small_root, "--category", "tile", "--contamination", "0.1", "--shots", "1", "2",
-                         "--out", str(out), sets=["shots_per_batch=2"])) == 0
+                         "--out", str(out), "--save-maps", sets=["shots_per_batch=2"])) == 0
     rows = json.loads(out.read_text())
     assert [r["shots"] for r in rows] == [1, 2]  # several --shots: a grid axis
     row = rows[1]
@@ -198,6 +198,10 @@ def test_run_multicue_reports_every_cue(small_root, tmp_path):
                 "per_anomalous_image_pixel_AUROC", "seg_per_anomalous_image_pixel_AUROC", "fusion_fitted_image_AUROC"):
         assert 0.0 <= row[key] <= 1.0, key
     assert not [k for k in row if k.startswith("grad_pixel")]  # pixel_* are over all test images (as every method)
+    from adlkit import gallery  # --save-maps: the gradient maps (eq. 13) of each run, one file per shots value
+    g = gallery.load(gallery.maps_dir(out) / "multicue_frozen_tile_c0.1_s0_shots2.npz")
+    assert g["meta"]["maps_from"].startswith("gradients") and g["meta"]["shots"] == 2 and g["anomalous"].any()
+    assert len(list(gallery.maps_dir(out).iterdir())) == 2
     # the defaults (the paper) and its departures, recorded in every row
     assert (row["config"]["shot_masks"], row["config"]["normalization"], row["config"]["seg_sqrt"]) == (False, "fixed",
                                                                                                         True)
@@ -308,8 +312,11 @@ def test_run_cada_adds_the_magnetic_tile_as_one_more_class(small_root, tmp_path,
     mtd = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
     out = tmp_path / "cada.json"
     args = ["run", "cada", "--data", f"mvtec:{small_root}", "--category", "tile", *CADA_FAST]
-    assert cli.main([*args, "--extra-class", f"mtd:{mtd}", "--out", str(out)]) == 0
+    assert cli.main([*args, "--extra-class", f"mtd:{mtd}", "--out", str(out), "--save-maps"]) == 0
     rows = json.loads(out.read_text())
+    from adlkit import gallery  # the unified model's maps, every class's images in one file, ranked together
+    g = gallery.load(gallery.maps_dir(out) / "cada_tile-magnetic_tile_s0.npz")
+    assert set(g["classes"]) == {"tile", "magnetic_tile"} and g["meta"]["score"].startswith("CADA")
     assert {r["category"] for r in rows} == {"tile", "magnetic_tile", "pooled", "mean"}  # one model, both classes
     assert all(r["classes"] == ["tile", "magnetic_tile"] for r in rows)
     assert {r["dataset"] for r in rows} == {f"mvtec:{small_root}+magnetic_tile"}  # the tile by name, not its folder
@@ -339,9 +346,12 @@ CKAAD_FAST = ["--image-size", "64", "--steps", "4", "--backbone", "efficientnet_
 def test_run_ckaad_rows_resume_and_errors(small_root, tmp_path, capsys):
     out = tmp_path / "ckaad.json"
     base = ["run", "ckaad", "--data", f"mvtec:{small_root}", "--category", "tile", *CKAAD_FAST]
-    assert cli.main([*base, "--ablation", "recon", "+patch", "--out", str(out)]) == 0
+    assert cli.main([*base, "--ablation", "recon", "+patch", "--out", str(out), "--save-maps"]) == 0
     rows = json.loads(out.read_text())
     assert [r["ablation"] for r in rows] == ["recon", "+patch"]
+    from adlkit import gallery  # eq. 14's maps, one file per Table 3 row
+    assert sorted(p.name for p in gallery.maps_dir(out).iterdir()) == [
+        "ckaad_plus_patch_tile_s0.npz", "ckaad_recon_tile_s0.npz"]
     for r in rows:
         assert r["method"] == "ckaad" and r["train_backbone"] is False and r["config"]["n_warps"] == 1
         for k in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
@@ -620,8 +630,13 @@ def test_run_adl_on_the_magnetic_tile_records_each_defect_type_against_the_norma
     root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
     out = tmp_path / "a.json"
     assert cli.main(["run", "adl", "--data", f"mtd:{root}", *FAST, "--set", *FAST_SET,
-                     "--out", str(out)]) == 0
+                     "--out", str(out), "--save-maps"]) == 0
     (row,) = json.loads(out.read_text())
+    from adlkit import gallery  # the maps the row's pixel metrics were computed from, a few images of them
+    g = gallery.load(gallery.maps_dir(out) / "adl_frozen_magnetic_tile_c0.1_s0.npz")
+    assert g["meta"]["maps_from"] == row["maps_from"] and g["meta"]["training"] == "frozen"
+    ranked = sorted(row["test_scores"], reverse=True)  # each kept image's score sits at its recorded rank
+    assert [ranked[k] for k in g["rank"]] == pytest.approx(list(g["scores"]), abs=1e-5)
     test = magnetic_tile(root, "test", 64)  # clean (0%): the run's test set is the fixed split's, in its order
     assert row["dataset"] == "magnetic_tile" and row["n_test"] == len(test)
     for kind in ("blowhole", "break", "crack", "fray", "uneven"):
@@ -630,3 +645,62 @@ def test_run_adl_on_the_magnetic_tile_records_each_defect_type_against_the_norma
         assert row[f"{kind}_image_AUROC"] == pytest.approx(want, abs=1e-9)
     assert report.real_data_rows(report.load_results(tmp_path))[0]["per_type"].keys() == {
         "blowhole", "break", "crack", "fray", "uneven"}
+
+
+def test_save_maps_keeps_the_largest_defect_per_type_and_the_top_and_median_normals(tmp_path, capsys):
+    from test_datasets import write_magnetic_tile
+
+    from adlkit import gallery, viz
+    from adlkit.data import magnetic_tile
+
+    root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
+    out = tmp_path / "k.json"
+    assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--out", str(out), "--save-maps"]) == 0
+    (path,) = gallery.maps_dir(out).iterdir()
+    assert path.name == "knn_magnetic_tile_c0_s0.npz"
+    g = gallery.load(path)
+    test = magnetic_tile(root, "test", 64)
+    row = json.loads(out.read_text())[0]
+    # one image per defect type (the largest mask of its type), then the top- and median-scoring normals
+    assert list(g["defects"][:5]) == ["blowhole", "break", "crack", "fray", "uneven"] and g["anomalous"][:5].all()
+    for kind, name, mask in zip(g["defects"][:5], g["names"][:5], g["masks"][:5]):
+        typed = [s for s in test.samples if s.defect == kind]
+        largest = max(typed, key=lambda s: int(test.load_mask(s, (64, 64)).sum()))
+        assert name == largest.path.name and mask.any()
+    assert not g["anomalous"][5:].any() and len(g["scores"]) in (6, 7)
+    assert g["rank"][5] == min(g["rank"][5:])  # the highest-scoring normal comes first
+    assert g["images"].shape[1:] == (gallery.SIZE, gallery.SIZE, 1)  # the tile is grayscale: one channel kept
+    assert g["meta"]["method"] == "knn" and g["meta"]["n_test"] == row["n_test"] and g["meta"]["vmin"] < g["meta"]["vmax"]
+    assert viz.gallery_figure({"kNN": g}).axes  # it draws
+    # an earlier run's maps are never replaced silently: a new --out beside them must say so
+    out.unlink()
+    assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--out", str(out), "--save-maps"]) == 2
+    assert "maps of an earlier run" in capsys.readouterr().err
+    assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--save-maps"]) == 2
+    assert "--save-maps writes beside the results file" in capsys.readouterr().err
+
+
+def test_gallery_pick_by_mask_area_and_score():
+    from pathlib import Path
+
+    import torch
+
+    from adlkit import gallery
+    from adlkit.data import ImageDataset, Sample
+
+    class Masks(ImageDataset):  # masks of known area, no files
+        def load_mask(self, sample, image_hw=None):
+            m = torch.zeros(1, 8, 8, dtype=torch.bool)
+            m.view(-1)[: sample.meta["area"]] = True
+            return m
+
+    samples = [Sample(Path(f"{i}.png"), t, "c", d, Path("m.png") if t else None, meta={"area": a})
+               for i, (t, d, a) in enumerate([(0, "good", 0), (1, "crack", 3), (1, "crack", 9), (1, "hole", 2),
+                                              (0, "good", 0), (0, "good", 0)])]
+    data = Masks(samples, 8)
+    scores = [0.1, 0.9, 0.5, 0.7, 0.8, 0.3]
+    assert gallery.pick(data, scores) == [2, 3, 4, 5]  # largest crack, the hole; the top normal (0.8), the median
+    assert gallery.pick(data, scores, per_type=2, normals=1) == [2, 1, 3, 4]
+    with pytest.raises(ValueError, match="scores for 6 test images"):
+        gallery.pick(data, scores[:5])
+    assert gallery.file_name("adl", "Wt+SoftDL CE", "tile", "c0.1", "", "s0") == "adl_WtplusSoftDL_CE_tile_c0.1_s0.npz"
