@@ -117,3 +117,18 @@ def file_name(*parts) -> str:
     ``adl_DL_magnetic_tile_c0.1_s0.npz``: letters, digits, ``.``, ``-`` and ``_`` only."""
     text = "_".join(str(p) for p in parts if p not in (None, ""))
     return "".join(c if c.isalnum() or c in ".-_" else "_" for c in text.replace("+", "plus")) + ".npz"
+
+
+def find(results_file: str | Path, **meta) -> dict[str, dict]:
+    """The galleries saved beside ``results_file`` (``run ... --save-maps``) whose ``meta`` has these values,
+    e.g. ``find(RESULTS / "cli_ckaad_mtd.json", seed=0, ablation="+patch")``; ``{file stem: gallery}`` in name
+    order, {} when there are none."""
+    folder = maps_dir(results_file)
+    found = {}
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        if path.name.endswith(".part.npz"):
+            continue
+        g = load(path)
+        if all(g["meta"].get(k) == v for k, v in meta.items()):
+            found[path.stem] = g
+    return found

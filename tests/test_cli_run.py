@@ -704,3 +704,24 @@ def test_gallery_pick_by_mask_area_and_score():
     with pytest.raises(ValueError, match="scores for 6 test images"):
         gallery.pick(data, scores[:5])
     assert gallery.file_name("adl", "Wt+SoftDL CE", "tile", "c0.1", "", "s0") == "adl_WtplusSoftDL_CE_tile_c0.1_s0.npz"
+
+
+def test_gallery_find_selects_by_what_produced_the_maps(tmp_path):
+    import torch
+
+    from adlkit import gallery
+    from adlkit.data import ImageDataset, Sample
+
+
+    images = tmp_path / "img.png"
+    from PIL import Image
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(images)
+    data = ImageDataset([Sample(images, 0, "c"), Sample(images, 0, "c")], 8)
+    out = tmp_path / "r.json"
+    for seed in (0, 1):
+        gallery.save(gallery.maps_dir(out) / gallery.file_name("knn", "c", f"s{seed}"), data, [0, 1], [0.2, 0.1],
+                     torch.rand(2, 8, 8), {"method": "knn", "seed": seed})
+    assert list(gallery.find(out, seed=1)) == ["knn_c_s1"] and len(gallery.find(out)) == 2
+    assert gallery.find(tmp_path / "none.json") == {}
+    g = gallery.find(out, seed=0)["knn_c_s0"]
+    assert g["images"].shape == (2, gallery.SIZE, gallery.SIZE, 3) and list(g["rank"]) == [0, 1]  # colour kept

@@ -343,3 +343,25 @@ def test_the_real_data_section_gives_each_setting_its_seed_mean_std_and_per_type
     assert "0.850 ± 0.050 (2)" in table and "(leaky)" in table and "blowhole 0.900, crack 0.800" in table
     with pytest.raises(ValueError, match="one run per seed expected"):
         R.real_data_rows({"cli_knn_mtd.json": rows + [tile(0, 0.81)]})
+
+
+def test_the_open_set_table_pairs_each_ahl_row_with_the_knn_on_the_same_held_out_type():
+    def ahl(seed, auroc, ablation, open_set="hard", seen="crack", shots=10):
+        return _run("ahl", "magnetic_tile", seed, auroc, ablation=ablation, dataset="magnetic_tile",
+                    contamination=0.0, open_set=open_set, seen_class=seen, shots=shots)
+
+    knn = [_run("knn", "magnetic_tile", s, a, ablation="kNN", dataset="magnetic_tile", contamination=0.0,
+                open_set=o, seen_class=seen) for s, a, o, seen in ((0, 0.95, "hard", "crack"), (1, 0.97, "hard", "crack"),
+                                                                     (0, 0.90, "general", None))]
+    knn.append(_run("knn", "magnetic_tile", 0, 0.5, ablation="kNN", dataset="magnetic_tile", contamination=0.1,
+                    open_set="hard", seen_class="crack"))  # contaminated: not the AHL setting's reference
+    rows = R.real_open_set_rows({"cli_ahl_mtd.json": [ahl(0, 0.7, "AHL"), ahl(1, 0.8, "AHL"), ahl(0, 0.6, "DevNet"),
+                                                      ahl(0, 0.65, "AHL", "general", None, 1)],
+                                 "cli_knn_mtd.json": knn})
+    assert [(r["open_set"], r["seen_class"], r["shots"]) for r in rows] == [("general", None, 1), ("hard", "crack", 10)]
+    hard = rows[1]["cells"]
+    assert np.allclose(hard["AHL"], (0.75, 0.05, 2)) and np.allclose(hard["DevNet"], (0.6, 0.0, 1))
+    assert np.allclose(hard["kNN"], (0.96, 0.01, 2)) and hard["AHL ensemble"] is None
+    assert np.allclose(rows[0]["cells"]["kNN"], (0.90, 0.0, 1))
+    table = "\n".join(R._real_open_set_table({"cli_ahl_mtd.json": [ahl(0, 0.7, "AHL")], "cli_knn_mtd.json": knn}))
+    assert "| hard | crack | 10 | — | — | 0.700 (1) |" in table and table.rstrip().endswith("0.960 ± 0.010 (2) |")
