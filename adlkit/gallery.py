@@ -3,7 +3,7 @@ without training it again (``python -m adlkit run ... --save-maps``; notebooks 0
 :func:`adlkit.viz.gallery_figure`).
 
 Which images: per (class, defect type) the test image with the largest defect (the one a reader sees best),
-plus the highest-scoring normal image (the method's worst false alarm) and the median-scoring one. The maps
+plus per class the highest-scoring normal image (the method's worst false alarm) and the median-scoring one. The maps
 keep the run's own colour scale (``vmin``/``vmax``: the 1st and 99.9th percentile of every test pixel's map
 value), so a faint map stays faint; each image also carries its score's rank among the test set's scores.
 
@@ -26,8 +26,8 @@ SIZE = 128
 
 def pick(dataset: ImageDataset, scores, per_type: int = 1, normals: int = 2) -> list[int]:
     """Indices into ``dataset`` (a run's scored test set, ``scores`` [N] in its order): per (class, defect type)
-    the ``per_type`` anomalies with the largest mask (the first in the set's order without masks), then the
-    highest- and, with ``normals`` >= 2, the median-scoring normal image. Deterministic for given scores."""
+    the ``per_type`` anomalies with the largest mask (the first in the set's order without masks), then per class
+    the highest- and, with ``normals`` >= 2, the median-scoring normal image. Deterministic for given scores."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) != len(dataset):
         raise ValueError(f"{len(scores)} scores for {len(dataset)} test images: pass the scores of this test set, in "
@@ -38,11 +38,12 @@ def pick(dataset: ImageDataset, scores, per_type: int = 1, normals: int = 2) -> 
             area = int(dataset.load_mask(s, (dataset.image_size or SIZE,) * 2).sum()) if s.mask_path else 0
             groups.setdefault((s.class_name, s.defect), []).append((-area, i))
     chosen = [i for key in sorted(groups) for _, i in sorted(groups[key])[:per_type]]
-    normal = [i for i, s in enumerate(dataset.samples) if not s.truth]
-    if normal and normals:
-        by_score = sorted(normal, key=lambda i: (-scores[i], i))
-        extra = [by_score[0]] + ([by_score[len(by_score) // 2]] if normals >= 2 else [])
-        chosen += [i for i in dict.fromkeys(extra) if i not in chosen]
+    for cls in sorted({s.class_name for s in dataset.samples}) if normals else []:  # per class (CADA: several)
+        normal = [i for i, s in enumerate(dataset.samples) if not s.truth and s.class_name == cls]
+        if normal:
+            by_score = sorted(normal, key=lambda i: (-scores[i], i))
+            extra = [by_score[0]] + ([by_score[len(by_score) // 2]] if normals >= 2 else [])
+            chosen += [i for i in dict.fromkeys(extra) if i not in chosen]
     return chosen
 
 
@@ -132,3 +133,12 @@ def find(results_file: str | Path, **meta) -> dict[str, dict]:
         if all(g["meta"].get(k) == v for k, v in meta.items()):
             found[path.stem] = g
     return found
+
+
+def subset(g: dict, class_name: str) -> dict:
+    """The images of one class of a gallery (CADA's unified model keeps every class's in one file), with their
+    ranks among the whole mixed test set, as the one threshold sees them."""
+    keep = g["classes"] == class_name
+    if not keep.any():
+        raise ValueError(f"no image of class {class_name!r} in this gallery; it holds {sorted(set(g['classes']))}")
+    return {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == len(keep) else v) for k, v in g.items()}

@@ -546,8 +546,11 @@ def real_data_rows(results: dict, dataset: str = REAL_DATA) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- markdown
-def _real_data_table(results: dict) -> list[str]:
-    rows = real_data_rows(results)
+def _real_data_table(results: dict, methods: tuple[str, ...] | None = None, **where) -> list[str]:
+    """The real-data section's table (markdown lines); ``methods``: only these methods' rows, ``where``: only rows
+    with these values (e.g. ``contamination=0.0``; the notebooks show their method beside the kNN)."""
+    rows = [r for r in real_data_rows(results) if (methods is None or r["method"] in methods)
+            and all(r[k] == v for k, v in where.items())]
     if not rows:
         return ["No run on the magnetic tile yet: `python -m adlkit run <method> --data mtd:PATH ... --out "
                 "figures/results/cli_<method>_mtd.json`, then `python -m adlkit report`."]
@@ -615,6 +618,13 @@ def _real_open_set_table(results: dict) -> list[str]:
                  for c in r["cells"].values()]
         lines.append(f"| {r['open_set']} | {r['seen_class'] or 'all'} | {r['shots']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def real_data_table(results: dict, *methods: str, **where) -> str:
+    """REPORT's magnetic-tile table as markdown, only ``methods``' rows (all without) and those whose
+    :func:`real_data_rows` fields equal ``where``, for a notebook to show its method's committed real-data runs,
+    e.g. ``real_data_table(load_results(RESULTS), "ckaad", "knn", contamination=0.0)``."""
+    return "\n".join(_real_data_table(results, methods or None, **where))
 
 
 def _fmt_diff(d: float | None) -> str:

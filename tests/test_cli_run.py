@@ -317,6 +317,11 @@ def test_run_cada_adds_the_magnetic_tile_as_one_more_class(small_root, tmp_path,
     from adlkit import gallery  # the unified model's maps, every class's images in one file, ranked together
     g = gallery.load(gallery.maps_dir(out) / "cada_tile-magnetic_tile_s0.npz")
     assert set(g["classes"]) == {"tile", "magnetic_tile"} and g["meta"]["score"].startswith("CADA")
+    tile = gallery.subset(g, "magnetic_tile")  # one class's images, ranked among every class's (one threshold)
+    assert set(tile["classes"]) == {"magnetic_tile"} and (~tile["anomalous"].astype(bool)).sum() == 2
+    assert len(tile["scores"]) == len(tile["images"]) == len(tile["rank"]) and tile["meta"] == g["meta"]
+    with pytest.raises(ValueError, match="no image of class 'bottle'"):
+        gallery.subset(g, "bottle")
     assert {r["category"] for r in rows} == {"tile", "magnetic_tile", "pooled", "mean"}  # one model, both classes
     assert all(r["classes"] == ["tile", "magnetic_tile"] for r in rows)
     assert {r["dataset"] for r in rows} == {f"mvtec:{small_root}+magnetic_tile"}  # the tile by name, not its folder

@@ -341,6 +341,9 @@ def test_the_real_data_section_gives_each_setting_its_seed_mean_std_and_per_type
     assert clean["per_type"] == pytest.approx({"blowhole": 0.90, "crack": 0.80})
     table = "\n".join(R._real_data_table({"cli_knn_mtd.json": rows}))
     assert "0.850 ± 0.050 (2)" in table and "(leaky)" in table and "blowhole 0.900, crack 0.800" in table
+    assert R.real_data_table({"cli_knn_mtd.json": rows}, "knn") == table  # a notebook's selection: its method's rows
+    assert "(leaky)" not in R.real_data_table({"cli_knn_mtd.json": rows}, "knn", leaky=False)
+    assert R.real_data_table({"cli_knn_mtd.json": rows}, "ckaad").startswith("No run on the magnetic tile yet")
     with pytest.raises(ValueError, match="one run per seed expected"):
         R.real_data_rows({"cli_knn_mtd.json": rows + [tile(0, 0.81)]})
 
