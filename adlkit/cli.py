@@ -526,6 +526,10 @@ def _cmd_run_cada(args) -> int:
         rows = [{**common, **row, **info} for row in r["rows"]]
         for row in rows:
             row["backbone"] = hist["rd"]["backbone"]
+            if row["category"] in extra:  # a real class's defect types, each against its normals
+                keep = [i for i, s in enumerate(test.samples) if s.class_name == row["category"]]
+                row.update(_per_type_metrics(test.subset(keep), torch.as_tensor(r["scores"][row["variant"]])[keep],
+                                             r["labels"][keep]))
         if out is not None:
             training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
         for row in rows:

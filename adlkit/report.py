@@ -516,15 +516,20 @@ def real_data_rows(results: dict, dataset: str = REAL_DATA) -> list[dict]:
     """The runs on the real-defect set, one row per method, Table row, training setting, contamination and
     protocol: each metric's mean and std over seeds (one run per seed: the set is one category), each defect type's
     image AUROC against the normals (``<type>_image_AUROC``, mean over seeds) and the median wall time per run.
-    AHL's and kNN's hard-setting rows (one type held out) are not here: they answer another question."""
+    AHL's and kNN's hard-setting rows (one type held out) are not here: they answer another question. A unified
+    model's row for the real class (CADA trained on it with other classes: ``category`` is the set, ``dataset``
+    names every class) is here too, its training column saying so."""
     groups: dict = {}
     for name, data in results.items():
         if not isinstance(data, list):
             continue
         for r in data:
-            if r.get("dataset") != dataset or r.get("open_set") == "hard" or not _final(r):
+            unified = r.get("dataset") != dataset and r.get("category") == dataset and bool(r.get("classes"))
+            if (r.get("dataset") != dataset and not unified) or r.get("open_set") == "hard" or not _final(r):
                 continue
-            key = (str(r["method"]), str(r.get("ablation") or ""), f"{_training(r)}, {r['image_size']} px",
+            training = f"{_training(r)}, {r['image_size']} px" + (
+                f", one model for {len(r['classes'])} classes ({r['dataset']})" if unified else "")
+            key = (str(r["method"]), str(r.get("ablation") or ""), training,
                    float(r.get("contamination") or 0.0), bool(r.get("leaky")), int(r.get("shots") or 0), name)
             groups.setdefault(key, []).append(r)
     rows = []

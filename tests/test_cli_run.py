@@ -325,6 +325,8 @@ def test_run_cada_adds_the_magnetic_tile_as_one_more_class(small_root, tmp_path,
     assert {r["category"] for r in rows} == {"tile", "magnetic_tile", "pooled", "mean"}  # one model, both classes
     assert all(r["classes"] == ["tile", "magnetic_tile"] for r in rows)
     assert {r["dataset"] for r in rows} == {f"mvtec:{small_root}+magnetic_tile"}  # the tile by name, not its folder
+    for r in rows:  # the real class's rows carry each defect type against the tile's normals; the others do not
+        assert ("crack_image_AUROC" in r) == (r["category"] == "magnetic_tile"), r["category"]
     assert cli.main([*args, "--extra-class", f"mtd:{tmp_path / 'nowhere'}"]) == 2
     assert "Expected layout" in capsys.readouterr().err
     assert cli.main([*args, "--extra-class", "visa:/x"]) == 2

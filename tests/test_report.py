@@ -346,6 +346,11 @@ def test_the_real_data_section_gives_each_setting_its_seed_mean_std_and_per_type
     assert R.real_data_table({"cli_knn_mtd.json": rows}, "ckaad").startswith("No run on the magnetic tile yet")
     with pytest.raises(ValueError, match="one run per seed expected"):
         R.real_data_rows({"cli_knn_mtd.json": rows + [tile(0, 0.81)]})
+    unified = [_run("cada:cada", c, 0, a, ablation="CADA", dataset="synthetic+magnetic_tile", contamination=0.0,
+                    classes=["tile", "magnetic_tile"]) for c, a in (("magnetic_tile", 0.7), ("tile", 0.9), ("pooled", 0.8))]
+    (cada_row,) = R.real_data_rows({"cli_cada_mtd.json": unified})  # the real class's row of a unified model only
+    assert cada_row["method"] == "cada:cada" and cada_row["metrics"]["image_AUROC"][0] == 0.7
+    assert cada_row["training"].endswith("one model for 2 classes (synthetic+magnetic_tile)")
 
 
 def test_the_open_set_table_pairs_each_ahl_row_with_the_knn_on_the_same_held_out_type():
