@@ -47,6 +47,13 @@ def pick(dataset: ImageDataset, scores, per_type: int = 1, normals: int = 2) -> 
     return chosen
 
 
+def spread(n: int, k: int) -> torch.Tensor:
+    """``min(n, k)`` indices spread evenly over ``range(n)``, first and last included, in integer arithmetic (a
+    float32 linspace rounds past ``n - 1`` once ``n`` exceeds 2**24, e.g. 678 maps of 256 x 256)."""
+    k = min(n, k)
+    return torch.arange(k, dtype=torch.int64) * (n - 1) // max(k - 1, 1)
+
+
 def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """[N, C, H, W] -> [N, C, size, size] (nearest for masks, area for images and maps)."""
     return x if x.shape[-1] == size and x.shape[-2] == size else F.interpolate(x, size=(size, size), mode=mode)
@@ -66,7 +73,7 @@ def save(path: str | Path, dataset: ImageDataset, indices: list[int], scores, ma
         raise ValueError(f"maps {tuple(maps.shape)} and scores [{len(scores)}] must cover the {len(dataset)} test "
                          "images, maps as [N, H, W]")
     flat = maps.flatten()
-    sample = flat[torch.linspace(0, len(flat) - 1, min(len(flat), 2_000_000)).long()]
+    sample = flat[spread(len(flat), 2_000_000)]  # torch.quantile takes at most 16M values; every N-th pixel
     vmin, vmax = (float(v) for v in torch.quantile(sample, torch.tensor([0.01, 0.999])))
     images = torch.stack([dataset.load_image(dataset.samples[i]) for i in indices]).float()
     masks = torch.stack([dataset.load_mask(dataset.samples[i], tuple(images.shape[-2:])) for i in indices]).float()

@@ -732,3 +732,12 @@ def test_gallery_find_selects_by_what_produced_the_maps(tmp_path):
     assert gallery.find(tmp_path / "none.json") == {}
     g = gallery.find(out, seed=0)["knn_c_s0"]
     assert g["images"].shape == (2, gallery.SIZE, gallery.SIZE, 3) and list(g["rank"]) == [0, 1]  # colour kept
+
+
+def test_gallery_spread_stays_in_range_past_float32_precision():
+    from adlkit import gallery
+
+    n = 678 * 256 * 256  # a magnetic-tile run's map values: float32 cannot count them exactly
+    idx = gallery.spread(n, 2_000_000)
+    assert idx[0] == 0 and idx[-1] == n - 1 and len(idx) == 2_000_000 and bool((idx[1:] > idx[:-1]).all())
+    assert gallery.spread(5, 10).tolist() == [0, 1, 2, 3, 4] and gallery.spread(1, 3).tolist() == [0]
