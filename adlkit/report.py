@@ -388,6 +388,58 @@ def summarise(results: dict, select: Select | None, metric: str) -> Stat:
     return Stat(float(v.mean()), float(v.std()), len(v), max(n_avg), runs)
 
 
+def committed(name: str, *, quick: bool = False, folder: str | Path | None = None, **where) -> list[dict]:
+    """A notebook's one call for a committed CLI grid: in full mode, the finished runs of ``figures/results/<name>``
+    (checked as the report checks them; a learning curve's last point only) whose fields equal ``where``, with one
+    printed line saying where they came from; ``[]`` in quick mode or when the file is absent, so a cell reads
+    ``rows = report.committed("cli_x.json", quick=QUICK) or train_here()``."""
+    from .config import figures_dir
+
+    path = Path(folder or figures_dir() / "results") / name
+    if quick or not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for i, row in enumerate(data):
+        _check_run(path, i, row)
+    rows = [r for r in data if _matches(r, where)]
+    commits = sorted({str(r.get("commit")) for r in rows})
+    print(f"{name}: {len(rows)} committed run(s){' where ' + str(where) if where else ''}, seeds "
+          f"{sorted({r['seed'] for r in rows})}, commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}")
+    return rows
+
+
+def seed_table(rows: list[dict], metrics=("image_AUROC",), by=("ablation",), average: str | None = "category"):
+    """The tidy summary every notebook and the report use: for each value of ``by`` (a tuple of row fields), each
+    metric's mean and std over seeds of the per-seed mean over ``average`` (e.g. the classes), counting only the
+    seeds that cover every ``average`` value the group has (a grid stopped part-way does not tilt a mean).
+
+    Returns a pandas DataFrame indexed by ``by`` with columns ``<metric>``, ``<metric>_std``, ``<metric>_seeds``
+    (the per-seed values, for a plot's spread), ``n_seeds`` and ``n_avg`` (values averaged per seed), e.g.
+    ``seed_table(rows, by=("ablation", "contamination")).loc[("DL", 0.1), "image_AUROC"]``."""
+    import pandas as pd
+
+    groups: dict = {}
+    for r in rows:
+        if not _final(r):
+            continue
+        key = tuple(r.get(b) for b in by)
+        groups.setdefault(key, {}).setdefault(r["seed"], []).append(r)
+    records = []
+    for key, by_seed in groups.items():
+        every = {r.get(average) for rs in by_seed.values() for r in rs} if average else {None}
+        complete = {s: rs for s, rs in by_seed.items() if not average or {r.get(average) for r in rs} == every}
+        rec = dict(zip(by, key), n_seeds=len(complete), n_avg=len(every))
+        for m in metrics:
+            per_seed = [float(np.mean([r[m] for r in rs])) for rs in complete.values()
+                        if all(r.get(m) is not None for r in rs)]
+            rec[m] = float(np.mean(per_seed)) if per_seed else float("nan")
+            rec[f"{m}_std"] = float(np.std(per_seed)) if per_seed else float("nan")
+            rec[f"{m}_seeds"] = per_seed
+        records.append(rec)
+    columns = [*by, *(c for m in metrics for c in (m, f"{m}_std", f"{m}_seeds")), "n_seeds", "n_avg"]
+    return pd.DataFrame.from_records(records, columns=columns).sort_values(list(by)).set_index(list(by))
+
+
 def _paper_value(papers: list[dict], paper: str, ref: dict, metric: str) -> dict | None:
     for p in papers:
         if p["paper"] == paper and p["metric"] == metric and all(p.get(k) == v for k, v in ref.items()):

@@ -373,3 +373,22 @@ def test_the_open_set_table_pairs_each_ahl_row_with_the_knn_on_the_same_held_out
     assert np.allclose(rows[0]["cells"]["kNN"], (0.90, 0.0, 1))
     table = "\n".join(R._real_open_set_table({"cli_ahl_mtd.json": [ahl(0, 0.7, "AHL")], "cli_knn_mtd.json": knn}))
     assert "| hard | crack | 10 | — | — | 0.700 (1) |" in table and table.rstrip().endswith("0.960 ± 0.010 (2) |")
+
+
+def test_seed_table_averages_classes_within_a_seed_then_over_complete_seeds(tmp_path, capsys):
+    rows = [_run("adl", c, seed, a, ablation="DL", contamination=0.1, image_AUPR=a - 0.1)
+            for seed, c, a in ((0, "tile", 0.8), (0, "wood", 0.6), (1, "tile", 0.9), (1, "wood", 0.9),
+                               (2, "tile", 0.1))]  # seed 2 stopped part-way: left out, not averaged over one class
+    t = R.seed_table(rows, metrics=("image_AUROC", "image_AUPR"), by=("ablation", "contamination"))
+    line = t.loc[("DL", 0.1)]
+    assert line["image_AUROC"] == pytest.approx(0.8) and line["image_AUROC_std"] == pytest.approx(0.1)
+    assert line["image_AUPR"] == pytest.approx(0.7) and (line["n_seeds"], line["n_avg"]) == (2, 2)
+    assert line["image_AUROC_seeds"] == pytest.approx([0.7, 0.9])
+    one = R.seed_table(rows, by=("category",))  # per class: every seed that ran it
+    assert one.loc["tile", "n_seeds"] == 3 and one.loc["tile", "image_AUROC"] == pytest.approx(0.6)
+    # committed(): the file's finished runs in full mode, nothing in quick mode or without the file
+    (tmp_path / "cli_x.json").write_text(json.dumps(rows))
+    assert R.committed("cli_x.json", quick=True, folder=tmp_path) == []
+    assert R.committed("cli_y.json", folder=tmp_path) == []
+    assert R.committed("cli_x.json", folder=tmp_path, category="tile") == [r for r in rows if r["category"] == "tile"]
+    assert "cli_x.json: 3 committed run(s) where {'category': 'tile'}, seeds [0, 1, 2]" in capsys.readouterr().out
