@@ -392,3 +392,25 @@ def test_seed_table_averages_classes_within_a_seed_then_over_complete_seeds(tmp_
     assert R.committed("cli_y.json", folder=tmp_path) == []
     assert R.committed("cli_x.json", folder=tmp_path, category="tile") == [r for r in rows if r["category"] == "tile"]
     assert "cli_x.json: 3 committed run(s) where {'category': 'tile'}, seeds [0, 1, 2]" in capsys.readouterr().out
+
+
+def test_the_protocol_section_pairs_each_detector_across_the_two_protocols_and_states_the_flip():
+    def r(method, ablation, eps, leaky, seed, auroc, cat="tile"):
+        return _run(method, cat, seed, auroc, ablation=ablation, contamination=eps, leaky=leaky)
+
+    knn = [r("knn", "kNN", 0.0, False, 0, 0.97), r("knn", "kNN", 0.1, False, 0, 0.96), r("knn", "kNN", 0.1, False, 1, 0.98)]
+    knn_leaky = [r("knn", "kNN", 0.1, True, 0, 0.70)]
+    adl = [r("adl", "DL", 0.1, False, 0, 0.90), r("adl", "Wt-SoftDL-CE", 0.1, False, 0, 0.85),
+           r("adl", "DL", 0.1, False, 0, 0.10, cat="wood") | {"training": "neck"}]  # not frozen: not this question
+    adl_leaky = [r("adl", "DL", 0.1, True, 0, 0.89), r("adl", "Wt-SoftDL-CE", 0.1, True, 0, 0.84)]
+    results = {"cli_knn.json": knn, "cli_knn_leaky.json": knn_leaky, "cli_adl_robustness.json": adl,
+               "cli_adl_leaky.json": adl_leaky, "cli_adl_ablation.json": [r("adl", "DL", 0.1, False, 0, 0.2)]}
+    table, leak = R.protocol_rows(results)
+    assert table[("synthetic", "kNN", False, 0.1)] == pytest.approx((0.97, 0.01, 2))
+    assert table[("synthetic", "kNN", True, 0.0)] == table[("synthetic", "kNN", False, 0.0)]  # 0%: nothing leaks
+    assert table[("synthetic", "DL", False, 0.1)] == pytest.approx((0.90, 0.0, 1))  # one file per question, frozen
+    assert leak[("synthetic", "kNN", 0.1)] == pytest.approx((0.26, 0.0, 1))  # paired: seed 0 only ran both
+    text = "\n".join(R._protocol_section(results, R.load_paper_numbers()))
+    assert "PatchCore 0.804 against ADL 0.924" in text
+    assert "leak-free, the kNN is ahead of DL and ADL at every level run (10%); leaky, it is behind both at every" in text
+    assert "costs the kNN up to 0.260" in text and "at most 0.010" in text
