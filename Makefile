@@ -1,7 +1,7 @@
 # adlkit - every target bootstraps its environment first:
 #   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,offline,elpv]");
 #   * otherwise it creates ./.venv with pip and installs there.
-# Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make exercises | make clean
+# Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make exercises | make book | make clean
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -20,7 +20,7 @@ STAMP := $(ENV_DIR)/.adlkit-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FULL_FLAG := $(if $(filter 1 yes true,$(FULL)),--full,)
 
-.PHONY: run test unit notebooks lab figures exercises check-notebooks bootstrap clean
+.PHONY: run test unit notebooks lab figures exercises book book-refresh check-notebooks bootstrap clean
 
 bootstrap: $(STAMP)
 
@@ -45,12 +45,14 @@ unit: bootstrap
 	ADLKIT_QUICK=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 ## Committed notebooks carry no outputs; exercises/ is current with notebooks/; figures/REPORT.md and the generated
-## sections of README.md and docs/ are current with figures/results/ (python -m adlkit report).
+## sections of README.md and docs/ are current with figures/results/ (python -m adlkit report); the book's executed
+## copies are current with their sources (python -m adlkit book --check).
 check-notebooks: bootstrap
 	$(PY) -m nbstripout --verify $(NOTEBOOKS) $(wildcard exercises/*.ipynb) || \
 	  { echo "!! a committed notebook carries outputs: run nbstripout on it (or pre-commit install)"; exit 1; }
 	$(PY) -m adlkit exercises --check
 	$(PY) -m adlkit report --check
+	$(PY) -m adlkit book --check
 
 lab: bootstrap
 	$(PY) -m jupyter lab notebooks
@@ -61,6 +63,14 @@ figures: bootstrap
 
 exercises: bootstrap
 	$(PY) -m adlkit exercises
+
+## The executed series as a static site in build/book/ (open build/book/index.html). book-refresh first executes,
+## in full mode, the notebooks whose executed copy in book/notebooks/ is stale or missing (NB="04 07": those).
+book: bootstrap
+	$(PY) -m adlkit book --out build/book
+
+book-refresh: bootstrap
+	$(PY) -m adlkit book --refresh $(NB) --out build/book
 
 clean:
 	rm -rf build .pytest_cache

@@ -97,6 +97,20 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_book(args) -> int:
+    from . import book
+
+    if args.check:
+        return 1 if book.check(args.root) else 0
+    if args.refresh is not None:
+        failed = [n for n, state in book.refresh(args.root, args.refresh or None) if not state.startswith("ok")]
+        if failed:
+            return 1
+    index = book.build(args.root, args.out)
+    print(f"wrote {index} (open it in a browser)")
+    return 0
+
+
 def _cmd_execute(args) -> int:
     from .notebooks import execute_notebooks
 
@@ -1027,6 +1041,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--check", action="store_true", help="only check they are current (exit 1 if not)")
     rep.add_argument("--root", default=".", help="the repository (holds README.md, docs/ and figures/)")
     rep.set_defaults(func=_cmd_report)
+
+    book = sub.add_parser("book", help="the executed series as a static site (build/book/): build it, check its "
+                                       "executed copies are current, or refresh them")
+    book.add_argument("--check", action="store_true", help="exit 1 when an executed copy in book/notebooks/ is "
+                                                          "older than its source notebook")
+    book.add_argument("--refresh", nargs="*", metavar="NN", help="execute in full mode into book/notebooks/: the "
+                                                                "notebooks named (e.g. 04 07), else every stale or "
+                                                                "missing one")
+    book.add_argument("--out", default="build/book", help="where the site goes (replaced whole)")
+    book.add_argument("--root", default=".", help="the repository")
+    book.set_defaults(func=_cmd_book)
 
     run = sub.add_parser("execute", help="run notebooks headless in order and print their wall times")
     run.add_argument("notebooks", nargs="*", help="notebook files (default: notebooks/NN_*.ipynb)")
