@@ -167,12 +167,14 @@ def _parse_value(name: str, text: str, default):
     low = text.strip().lower()
     if low in ("none", "null"):
         return None
-    if isinstance(default, bool):
+    if isinstance(default, bool) or default == "auto":  # a flag, or a flag that may also be "auto" (pretrained)
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--set {name}={text}: expected true or false")
+        if low == "auto" and default == "auto":
+            return "auto"
+        raise ValueError(f"--set {name}={text}: expected true or false" + (" or auto" if default == "auto" else ""))
     if isinstance(default, tuple):
         return tuple(_parse_value(name, part, default[0] if default else 0.0) for part in text.split(","))
     for kind in (int, float):

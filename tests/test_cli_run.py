@@ -159,6 +159,14 @@ def test_config_changes_are_typed_like_the_fields():
         cli.config_changes(ADLConfig, ["burn_in=two"])
     with pytest.raises(ValueError, match="true or false"):
         cli.config_changes(ADLConfig, ["use_seg=maybe"])
+    # a field typed bool | "auto" (pretrained): a flag, or auto; never the string "false" the backbone rejects
+    from adlkit.methods.ahl import AHLConfig
+
+    assert cli.config_changes(ADLConfig, ["pretrained=false"]) == {"pretrained": False}
+    assert cli.config_changes(AHLConfig, ["pretrained=True"]) == {"pretrained": True}
+    assert cli.config_changes(ADLConfig, ["pretrained=auto"]) == {"pretrained": "auto"}
+    with pytest.raises(ValueError, match="true or false or auto"):
+        cli.config_changes(ADLConfig, ["pretrained=imagenet"])
 
 
 def test_a_test_split_with_one_class_prints_a_summary(small_root, tmp_path, capsys):
