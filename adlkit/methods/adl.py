@@ -122,7 +122,7 @@ class ADLConfig:
     """The paper's defaults, with a switch for every ablation row and the authors'-code variants."""
 
     # model
-    backbone: str = "resnet18"
+    backbone: str = "auto"  # the paper: resnet18; auto = ResNet-18 when its ImageNet weights are here, else Lite0
     pretrained: object = "auto"
     layers: tuple = (2, 3, 4)
     normalize_input: bool = True
