@@ -108,6 +108,11 @@ def _cmd_book(args) -> int:
             return 1
     index = book.build(args.root, args.out)
     print(f"wrote {index} (open it in a browser)")
+    if args.screenshot:
+        with book.Browser() as browser:
+            problems = browser.visit(index)
+            browser.screenshot(args.screenshot)
+        print(f"wrote {args.screenshot}" + (f"; the landing page has problems: {problems}" if problems else ""))
     return 0
 
 
@@ -1074,6 +1079,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "notebooks named (e.g. 04 07), else every stale or "
                                                                 "missing one")
     book.add_argument("--out", default="build/book", help="where the site goes (replaced whole)")
+    book.add_argument("--screenshot", metavar="PNG", help="also save the landing page as headless Chromium shows it")
     book.add_argument("--root", default=".", help="the repository")
     book.set_defaults(func=_cmd_book)
 

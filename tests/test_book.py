@@ -140,3 +140,15 @@ def test_the_book_opens_in_headless_chromium_without_a_missing_image_a_broken_li
     pages = {p.relative_to(index.parent).as_posix() for p in index.parent.rglob("*.html")}
     assert {"index.html", "docs/results.html", "figures/REPORT.html"} <= pages
     assert any(p.startswith("notebooks/") for p in pages)
+
+
+def test_book_command_builds_the_site_and_screenshots_its_landing_page(tmp_path, capsys):
+    _chromium()
+    from PIL import Image
+
+    from adlkit import cli
+
+    shot = tmp_path / "landing.png"
+    assert cli.main(["book", "--root", str(REPO), "--out", str(tmp_path / "site"), "--screenshot", str(shot)]) == 0
+    assert (tmp_path / "site" / "index.html").exists() and Image.open(shot).size[0] == 1280
+    assert "problems" not in capsys.readouterr().out  # the landing page loaded cleanly
