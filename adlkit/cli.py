@@ -876,6 +876,8 @@ def _cmd_run_ahl(args) -> int:
                 "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
         for row in rows:
             row.update({k: v for k, v in r["rows"][row["ablation"]].items() if k.endswith(METRIC_SUFFIXES)}, **info)
+            if setting == "general" and _typed_anomalies(args.data):  # each defect type against the test normals
+                row.update(_per_type_metrics(r["split"].test, r["rows"][row["ablation"]]["scores"], r["labels"]))
             model = r["models"].get(row["ablation"])
             if row["ablation"].startswith("AHL") and model is not None:  # the meta-training loss it ended on,
                 hist = model["history"]  # w per epoch (eq. 7) and ||theta_i - theta_g|| / ||theta_g|| per epoch x task

@@ -618,7 +618,7 @@ def _real_data_table(results: dict, methods: tuple[str, ...] | None = None, **wh
         cells = [("—" if r["metrics"][m] is None else f"{r['metrics'][m][0]:.3f} (1)" if r["metrics"][m][2] == 1 else
                   f"{r['metrics'][m][0]:.3f} ± {r['metrics'][m][1]:.3f} ({r['metrics'][m][2]})") for m in REAL_METRICS]
         types = ", ".join(f"{t} {v:.3f}" for t, v in r["per_type"].items()) or "—"
-        shots = f", {r['shots']} shots" if r["shots"] else ""
+        shots = f", {r['shots']} shot{'s' if r['shots'] > 1 else ''}" if r["shots"] else ""
         lines.append(f"| {r['method']} | {r['ablation']}{shots} | {r['training']} | {r['contamination']:.0%} "
                      f"({'leaky' if r['leaky'] else 'leak-free'}) | " + " | ".join(cells)
                      + f" | {types} | {r['wall_s']:.0f} s | `{r['file']}` |")

@@ -771,3 +771,17 @@ def test_a_run_refuses_random_backbone_weights_unless_asked(small_root, tmp_path
                      "--out", str(tmp_path / "a.json")]) == 0
     row = json.loads((tmp_path / "a.json").read_text())[0]
     assert row["backbone"] == "efficientnet_lite0" and row["weights"].startswith("imagenet")
+
+
+def test_run_ahl_on_the_magnetic_tile_scores_each_type_in_the_general_setting(tmp_path):
+    from test_datasets import write_magnetic_tile
+
+    root = write_magnetic_tile(tmp_path / "Magnetic-tile-defect-datasets.", size=(40, 36))
+    out = tmp_path / "ahl.json"
+    assert cli.main(["run", "ahl", "--data", f"mtd:{root}", *AHL_FAST, "--shots", "1", "--setting", "general",
+                     "hard", "--seen-class", "crack", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    general = [r for r in rows if r["open_set"] == "general"]
+    assert general and all(0.0 <= r[f"{t}_image_AUROC"] <= 1.0 for r in general for t in ("blowhole", "fray"))
+    assert not any(k.endswith("_image_AUROC") and k.split("_")[0] in ("blowhole", "crack")
+                   for r in rows if r["open_set"] == "hard" for k in r)  # hard: the unseen types only, no per-type
