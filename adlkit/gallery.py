@@ -149,3 +149,20 @@ def subset(g: dict, class_name: str) -> dict:
     if not keep.any():
         raise ValueError(f"no image of class {class_name!r} in this gallery; it holds {sorted(set(g['classes']))}")
     return {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == len(keep) else v) for k, v in g.items()}
+
+
+def contrast(g: dict) -> dict[str, float]:
+    """For each kept anomalous image (by defect type; several of a type are averaged): the map's mean inside the
+    defect minus its mean outside, on the run's colour scale (``vmin`` -> 0, ``vmax`` -> 1). Near 0: the map does
+    not single the defect out; about 1: the defect is as bright as the run's brightest pixels and the rest dark.
+    A reading of the few images kept, not a metric of the test set (that is pixel AUROC and AUPRO)."""
+    meta = g["meta"]
+    span = max(meta["vmax"] - meta["vmin"], 1e-12)
+    found: dict[str, list[float]] = {}
+    for i in np.flatnonzero(g["anomalous"]):
+        mask = g["masks"][i].astype(bool)
+        if not mask.any() or mask.all():
+            continue
+        m = (g["maps"][i] - meta["vmin"]) / span
+        found.setdefault(str(g["defects"][i]), []).append(float(m[mask].mean() - m[~mask].mean()))
+    return {k: float(np.mean(v)) for k, v in found.items()}

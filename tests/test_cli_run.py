@@ -785,3 +785,19 @@ def test_run_ahl_on_the_magnetic_tile_scores_each_type_in_the_general_setting(tm
     assert general and all(0.0 <= r[f"{t}_image_AUROC"] <= 1.0 for r in general for t in ("blowhole", "fray"))
     assert not any(k.endswith("_image_AUROC") and k.split("_")[0] in ("blowhole", "crack")
                    for r in rows if r["open_set"] == "hard" for k in r)  # hard: the unseen types only, no per-type
+
+
+def test_gallery_contrast_is_the_map_inside_the_defect_minus_outside_on_the_runs_scale():
+    import numpy as np
+
+    from adlkit import gallery
+
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, :2, :2] = True
+    maps[0, :2, :2] = 2.0  # the defect at the top of the scale [0, 2], the rest at its bottom
+    masks[1, 0, 0] = True
+    maps[1] = 1.0  # a flat map: the defect not singled out
+    g = {"maps": maps, "masks": masks, "anomalous": np.array([1, 1]), "defects": np.array(["crack", "hole"]),
+         "meta": {"vmin": 0.0, "vmax": 2.0}}
+    assert gallery.contrast(g) == pytest.approx({"crack": 1.0, "hole": 0.0})
