@@ -1,5 +1,5 @@
 """A few test images with a run's anomaly maps, kept beside its results so a reader sees what a method found
-without training it again (``python -m adlkit run ... --save-maps``; notebooks 04-07 show them with
+without training it again (``python -m adlkit run ... --save-maps``; notebooks 00 and 04-07 show them with
 :func:`adlkit.viz.gallery_figure`).
 
 Which images: per (class, defect type) the test image with the largest defect (the one a reader sees best),
@@ -8,7 +8,7 @@ keep the run's own colour scale (``vmin``/``vmax``: the 1st and 99.9th percentil
 value), so a faint map stays faint; each image also carries its score's rank among the test set's scores.
 
 Stored small (one ``.npz`` per run, images and maps at ``size`` px, maps in float16): a magnetic-tile run's
-seven images take about 0.2 MB.
+seven images take about 0.3 MB.
 """
 from __future__ import annotations
 
