@@ -229,7 +229,7 @@ def config_changes(config_class, assignments: list[str]) -> dict:
 # Fields that tell runs apart (besides the config itself); `collect` groups by them and reports the rest.
 RUN_FIELDS = ("method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
               "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class")
-METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO")
+METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO", "_F1max", "_F1max_threshold")
 
 
 def _field(row: dict, name: str):

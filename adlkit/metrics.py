@@ -3,7 +3,8 @@
 Image level: one score per image, label 1 = anomalous. Pixel level: one anomaly map per image
 (``[N, H, W]``) against binary ground-truth masks of the same size.
 
-* :func:`image_auroc`, :func:`image_aupr`, :func:`f1_max` - scikit-learn underneath.
+* :func:`image_auroc`, :func:`image_aupr`, :func:`f1_max` (and :func:`f1_max_threshold`, the operating point)
+  - scikit-learn underneath.
 * :func:`pixel_auroc`, :func:`pixel_aupr` - the same, over all pixels of all images.
 * :func:`aupro` - area under the per-region-overlap curve up to a false-positive rate of 30%,
   normalised to [0, 1] (Bergmann et al., MVTec AD, IJCV 2021). Every connected defect region
@@ -21,9 +22,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["aupro", "aupro_per_image", "evaluate", "f1_max", "image_aupr", "image_auroc", "image_metrics", "pixel_aupr",
-           "pixel_auroc", "pixel_metrics",
-           "pro_curve"]
+__all__ = ["aupro", "aupro_per_image", "evaluate", "f1_max", "f1_max_threshold", "image_aupr", "image_auroc",
+           "image_metrics", "pixel_aupr", "pixel_auroc", "pixel_metrics", "pro_curve"]
 
 
 def _np(x) -> np.ndarray:
@@ -68,10 +68,17 @@ def image_aupr(scores, labels) -> float:
 
 def f1_max(scores, labels) -> float:
     """The best F1 score over all thresholds."""
+    return f1_max_threshold(scores, labels)[0]
+
+
+def f1_max_threshold(scores, labels) -> tuple[float, float]:
+    """The best F1 score over all thresholds and the threshold that reaches it: the score at or above which an
+    image (or pixel) is called anomalous. The operating point a practitioner deploys, where AUROC has none."""
     y = _check_labels(_np(labels), "labels")
-    precision, recall, _ = precision_recall_curve(y, _check_scores(_np(scores), y.size, "f1_max"))
+    precision, recall, thresholds = precision_recall_curve(y, _check_scores(_np(scores), y.size, "f1_max"))
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
-    return float(f1.max())
+    i = int(np.argmax(f1[:-1]))  # the curve's last point (recall 0) has no threshold
+    return float(f1[i]), float(thresholds[i])
 
 
 def _maps_and_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
@@ -180,21 +187,27 @@ def aupro_per_image(maps, masks, fpr_limit: float = 0.3) -> float:
 
 
 def image_metrics(scores, labels, prefix: str = "") -> dict:
-    """``{prefix}image_AUROC`` and ``{prefix}image_AUPR``, or {} when the labels hold one class only
-    (the metrics are undefined there: a result reports only what it could measure)."""
+    """``{prefix}image_AUROC``, ``{prefix}image_AUPR``, ``{prefix}image_F1max`` and the score threshold reaching it
+    (``{prefix}image_F1max_threshold``), or {} when the labels hold one class only (the metrics are undefined
+    there: a result reports only what it could measure)."""
     labels = _np(labels)
     if not 0 < labels.sum() < len(labels):
         return {}
-    return {f"{prefix}image_AUROC": image_auroc(scores, labels), f"{prefix}image_AUPR": image_aupr(scores, labels)}
+    f1, threshold = f1_max_threshold(scores, labels)
+    return {f"{prefix}image_AUROC": image_auroc(scores, labels), f"{prefix}image_AUPR": image_aupr(scores, labels),
+            f"{prefix}image_F1max": f1, f"{prefix}image_F1max_threshold": threshold}
 
 
 def pixel_metrics(maps, masks, prefix: str = "", with_aupro: bool = True) -> dict:
-    """``{prefix}pixel_AUROC``, ``{prefix}pixel_AUPR`` and (unless ``with_aupro=False``) ``{prefix}pixel_AUPRO``,
+    """``{prefix}pixel_AUROC``, ``{prefix}pixel_AUPR``, ``{prefix}pixel_F1max`` (over every pixel, one threshold) and
+    (unless ``with_aupro=False``) ``{prefix}pixel_AUPRO``,
     or {} when the masks have no anomalous pixel (e.g. a dataset with image labels only)."""
     masks_np = _np(masks)
     if not masks_np.any() or masks_np.all():
         return {}
     out = {f"{prefix}pixel_AUROC": pixel_auroc(maps, masks), f"{prefix}pixel_AUPR": pixel_aupr(maps, masks)}
+    flat_maps, flat_masks = _maps_and_masks(maps, masks)
+    out[f"{prefix}pixel_F1max"] = f1_max(flat_maps.ravel(), flat_masks.ravel().astype(np.int64))
     if with_aupro:
         out[f"{prefix}pixel_AUPRO"] = aupro(maps, masks)
     return out

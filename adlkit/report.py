@@ -56,7 +56,8 @@ RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "
             "config", "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
             "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean", "eval_of_run",
             "discriminator", "test_scores", "test_labels"}
-RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO)(_per_image)?$"), re.compile(r"^n_\w+$"))
+RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO|F1max)(_per_image|_threshold)?$"),
+                    re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
 NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "train_backbone", "training", "schedule",
@@ -75,7 +76,7 @@ def _check_run(path: Path, i: int, row) -> None:
     unknown = sorted(k for k in row if k not in RUN_KEYS and not any(p.match(k) for p in RUN_KEY_PATTERNS))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}. A run holds the fields of adlkit.report.RUN_KEYS and "
-                         "metrics named <image|pixel>_<AUROC|AUPR|AUPRO>; was the file edited by hand or written by "
+                         "metrics named <image|pixel>_<AUROC|AUPR|AUPRO|F1max>; was the file edited by hand or written by "
                          "another version? Fix the key or add it to RUN_KEYS.")
 
 

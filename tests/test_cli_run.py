@@ -78,7 +78,8 @@ def test_shard_runs_its_slice_writes_results_and_collect_merges(small_root, tmp_
     assert json.loads(out.read_text()) == rows
     assert cli.main(["collect", str(out), "--out", str(tmp_path / "table")]) == 0
     md = (tmp_path / "table.md").read_text()
-    assert md.startswith("| method | category | contamination | n | image_AUPR | image_AUROC | pixel_AUPR |")
+    assert md.startswith("| method | category | contamination | n | image_AUPR | image_AUROC | image_F1max | "
+                         "image_F1max_threshold | pixel_AUPR |")
     assert f"| adl | tile | 0.1 | 1 | {row['image_AUPR']:.3f} | {row['image_AUROC']:.3f} |" in md
     assert (tmp_path / "table.csv").read_text().startswith("method,category,contamination,n,image_AUPR,image_AUROC")
     assert cli.main(["collect", str(out), "--out", str(tmp_path / "table")]) == 2  # the table exists
@@ -366,7 +367,7 @@ def test_run_ckaad_rows_resume_and_errors(small_root, tmp_path, capsys):
     assert [r["ablation"] for r in rows] == ["recon", "+patch"]
     from adlkit import gallery  # eq. 14's maps, one file per Table 3 row
     assert sorted(p.name for p in gallery.maps_dir(out).iterdir()) == [
-        "ckaad_plus_patch_tile_s0.npz", "ckaad_recon_tile_s0.npz"]
+        "ckaad_pluspatch_tile_s0.npz", "ckaad_recon_tile_s0.npz"]
     for r in rows:
         assert r["method"] == "ckaad" and r["train_backbone"] is False and r["config"]["n_warps"] == 1
         for k in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):

@@ -27,12 +27,27 @@ def test_f1_max_equals_best_threshold_by_brute_force(scored):
     assert metrics.f1_max(s, y) == pytest.approx(best)
 
 
+def test_f1_max_threshold_is_the_operating_point_that_reaches_it(scored):
+    s, y = scored
+    f1, threshold = metrics.f1_max_threshold(s, y)
+    assert f1 == pytest.approx(f1_score(y, (s >= threshold).astype(int)))  # calling >= threshold anomalous gives it
+    assert f1 == pytest.approx(max(f1_score(y, (s >= t).astype(int)) for t in np.unique(s)))
+    row = metrics.image_metrics(s, y)
+    assert (row["image_F1max"], row["image_F1max_threshold"]) == (f1, threshold)
+    assert metrics.image_metrics(s, np.zeros_like(y)) == {}  # one class: nothing is defined
+
+
 def test_pixel_metrics_equal_sklearn_over_flattened_pixels():
     rng = np.random.default_rng(1)
     masks = rng.random((4, 16, 16)) < 0.1
     maps = rng.normal(size=masks.shape) + masks
     assert metrics.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
     assert metrics.pixel_aupr(maps, masks) == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
+    y, m = masks.ravel().astype(int), maps.ravel()
+    order = np.argsort(-m)  # every threshold at once: calling the top k pixels anomalous, k = 1 .. N
+    tp = np.cumsum(y[order])
+    best = np.max(2 * tp / (np.arange(1, len(y) + 1) + y.sum()))
+    assert metrics.pixel_metrics(maps, masks)["pixel_F1max"] == pytest.approx(best)  # one threshold, every pixel
     # [N,1,H,W] works as well
     assert metrics.pixel_auroc(maps[:, None], masks[:, None]) == pytest.approx(metrics.pixel_auroc(maps, masks))
 
