@@ -198,6 +198,23 @@ def _relink(body: str, page: Path, pages: dict[Path, Path], root: Path, out: Pat
     return _LINK.sub(fix, body)
 
 
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _static(nb):
+    """An executed notebook as a page can show it: a widget's view needs a live kernel (and its script throws
+    without one), so it becomes a line saying so; the widgets' saved state goes too."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET in data:
+                del data[_WIDGET]
+                data.pop("text/html", None)
+                data["text/plain"] = "[an interactive widget: open the notebook in Jupyter to use it]"
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
 def _relpath(target: Path, start: Path) -> str:
     import os
 
@@ -241,7 +258,7 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
             title = next((line.lstrip("# ").strip() for line in (root / src).read_text(encoding="utf-8").splitlines()
                           if line.startswith("#")), src.stem)
         else:
-            nb = nbformat.read(nb_dir / src.name, as_version=4)
+            nb = _static(nbformat.read(nb_dir / src.name, as_version=4))
             stamp = nb.metadata.get("adlkit", {})
             body, _ = exporter.from_notebook_node(nb)
             note = (f"<p class=\"stamp\">Executed in {stamp.get('mode', '?')} mode on {stamp.get('executed', '?')} "

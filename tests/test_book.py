@@ -85,7 +85,11 @@ def test_build_turns_links_into_pages_and_copies_what_they_point_at(tmp_path):
                         "executed": "2026-12-06", "commit": "abc", "wall_time_s": 1.0}}
     (root / book.BOOK_NOTEBOOKS / "00_a.ipynb").write_text(json.dumps(_nb(
         [("markdown", "See [the guide](../docs/guide.md)."), ("code", "1")],
-        outputs=[{"output_type": "display_data", "metadata": {}, "data": {"image/png": _png()}}], metadata=stamp)))
+        outputs=[{"output_type": "display_data", "metadata": {}, "data": {"image/png": _png()}},
+                 {"output_type": "display_data", "metadata": {}, "data": {  # a widget: needs a live kernel
+                     "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2,
+                                                                  "version_minor": 0},
+                     "text/plain": "interactive(children=(FloatSlider(...),))"}}], metadata=stamp)))
     index = book.build(root, tmp_path / "site")
     site = tmp_path / "site"
     home = index.read_text()
@@ -98,6 +102,7 @@ def test_build_turns_links_into_pages_and_copies_what_they_point_at(tmp_path):
     page = (site / "notebooks" / "00_a.html").read_text()
     assert 'href="../docs/guide.html"' in page and "data:image/png;base64" in page
     assert "Executed in full mode on 2026-12-06 (commit abc" in page and (site / "notebooks" / "00_a.ipynb").exists()
+    assert "open the notebook in Jupyter to use it" in page and "widget-view" not in page
 
 
 def _chromium():
