@@ -37,6 +37,7 @@ from pathlib import Path
 __all__ = ["BOOK_NOTEBOOKS", "build", "check", "compress_images", "refresh", "source_hash", "status"]
 
 BOOK_NOTEBOOKS = Path("book") / "notebooks"
+_MARKER = ".adlkit-book"  # in a site's folder: this command wrote it and may replace it
 _LINK = re.compile(r'(href|src)="([^"#:?]+)(#[^"]*)?"')  # relative links only (no scheme, no bare anchor)
 
 
@@ -229,9 +230,13 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
     root = Path(root).resolve()
     out = Path(out).resolve()
     nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else root / BOOK_NOTEBOOKS
-    if out.exists():
+    if out.exists() and any(out.iterdir()):  # replaced whole, but only a site this function wrote
+        if not (out / _MARKER).exists():
+            raise FileExistsError(f"{out} holds files this command did not write; it replaces its output folder whole, "
+                                  "so choose another --out (or empty that folder yourself)")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("a site written by `python -m adlkit book`; replaced whole on the next build\n")
     # repository path -> site path, for every page
     pages: dict[Path, Path] = {Path("README.md"): Path("index.html")}
     for md in sorted((root / "docs").glob("*.md")):

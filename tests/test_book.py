@@ -103,6 +103,13 @@ def test_build_turns_links_into_pages_and_copies_what_they_point_at(tmp_path):
     assert 'href="../docs/guide.html"' in page and "data:image/png;base64" in page
     assert "Executed in full mode on 2026-12-06 (commit abc" in page and (site / "notebooks" / "00_a.ipynb").exists()
     assert "open the notebook in Jupyter to use it" in page and "widget-view" not in page
+    book.build(root, site)  # its own earlier output is replaced ...
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="did not write"):  # ... a folder of someone else's never
+        book.build(root, mine)
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 def _chromium():
