@@ -465,8 +465,8 @@ def test_a_short_frozen_run_scores_above_chance(tile):
     assert hist["weights"].startswith("imagenet"), hist["weights"]
     result = score_adl(model, test)
     assert result["image_AUROC"] > 0.7
-    assert {"scores", "maps", "labels", "maps_from", "image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR",
-            "pixel_AUPRO"} == set(result)
+    assert {"scores", "maps", "labels", "maps_from", "image_AUROC", "image_AUPR", "image_F1max", "image_F1max_threshold",
+            "pixel_AUROC", "pixel_AUPR", "pixel_F1max", "pixel_AUPRO"} == set(result)
     assert len(hist["loss"]) == 4 and hist["seconds"] > 0
     assert result["maps"].shape == (len(test), 64, 64)
 
