@@ -34,7 +34,8 @@ import shutil
 import time
 from pathlib import Path
 
-__all__ = ["BOOK_NOTEBOOKS", "build", "check", "compress_images", "refresh", "source_hash", "status"]
+__all__ = ["BOOK_NOTEBOOKS", "Browser", "browse", "build", "check", "chromium", "compress_images", "refresh",
+           "source_hash", "status"]
 
 BOOK_NOTEBOOKS = Path("book") / "notebooks"
 _MARKER = ".adlkit-book"  # in a site's folder: this command wrote it and may replace it
@@ -175,7 +176,7 @@ def _markdown(text: str) -> str:
     return mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])(text)
 
 
-def _relink(body: str, page: Path, pages: dict[Path, Path], root: Path, out: Path, copied: set) -> str:
+def _relink(body: str, page: Path, pages: dict[Path, Path], root: Path, copied: set) -> str:
     """Rewrite the relative links of a page made from ``page`` (a repository path): to another page's HTML, or to
     a copy of the linked repository file in the site; links to nothing are left as they are (the browser test
     reports them)."""
@@ -223,7 +224,8 @@ def _relpath(target: Path, start: Path) -> str:
 
 
 def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir: str | Path | None = None) -> Path:
-    """Write the site to ``out`` (replaced whole: it is a build product) and return its landing page."""
+    """Write the site to ``out`` and return its landing page. ``out`` is replaced whole when this function wrote
+    it before (its marker file says so); a folder holding anything else is refused."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -259,9 +261,9 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
     for src, site in pages.items():
         depth = len(site.parts) - 1
         if src.suffix == ".md":
-            body = _markdown((root / src).read_text(encoding="utf-8"))
-            title = next((line.lstrip("# ").strip() for line in (root / src).read_text(encoding="utf-8").splitlines()
-                          if line.startswith("#")), src.stem)
+            text = (root / src).read_text(encoding="utf-8")
+            body = _markdown(text)
+            title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), src.stem)
         else:
             nb = _static(nbformat.read(nb_dir / src.name, as_version=4))
             stamp = nb.metadata.get("adlkit", {})
@@ -271,7 +273,7 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
                     f"<a href=\"{_relpath(src, site.parent)}\">{src.as_posix()}</a></p>") if stamp else ""
             body, title = note + body, src.stem
             copied.add(src)  # the stripped source, for "open in Jupyter"
-        body = _relink(body, src, pages, root, out, copied)
+        body = _relink(body, src, pages, root, copied)
         (out / site).parent.mkdir(parents=True, exist_ok=True)
         (out / site).write_text(_page(title, body, nav, depth), encoding="utf-8")
     for rel in copied:
@@ -283,6 +285,12 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
 
 
 # ----------------------------------------------------------------------------- a real browser
+def chromium() -> str | None:
+    """The Chromium (or Chrome) on this machine's PATH, or None."""
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
+                None)
+
+
 class Browser:
     """Headless Chromium driven over the DevTools protocol (``websocket-client``; no browser download): open a
     page, collect its script errors, failed loads and console errors, evaluate JavaScript, take a screenshot.
@@ -292,8 +300,7 @@ class Browser:
         import subprocess
         import tempfile
 
-        self.executable = executable or next((shutil.which(n) for n in ("chromium", "chromium-browser",
-                                                                         "google-chrome") if shutil.which(n)), None)
+        self.executable = executable or chromium()
         if self.executable is None:
             raise FileNotFoundError("no Chromium found: install it (Debian: `apt-get install chromium`) to test the "
                                     "book in a browser")

@@ -333,9 +333,7 @@ def _cmd_run(args) -> int:
         _save_gallery(args, out, (args.method, ablation, config.training, cat, f"c{eps:g}",
                                   "leaky" if args.leaky else "", f"s{seed}",
                                   f"shots{shots}" if args.method == "multicue" else ""),
-                      r["split"].test, r["scores"], r["maps"],
-                      {**{k: row[k] for k in _GALLERY_META if k in row}, "maps_from": r.get("maps_from"),
-                       "commit": commit})
+                      r["split"].test, r["scores"], r["maps"], row, maps_from=r.get("maps_from"), commit=commit)
         row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
                    device=str(device), train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,
@@ -471,10 +469,10 @@ _GALLERY_META = ("method", "ablation", "setting", "dataset", "category", "contam
                  "backbone", "image_size", "seed", "commit")
 
 
-def _save_gallery(args, out: Path | None, parts: tuple, test, scores, maps, meta: dict) -> None:
-    """``--save-maps``: a few of this run's test images with their maps, in ``OUT_maps/`` (:mod:`adlkit.gallery`).
-    A file already there belongs to an earlier run: kept unless --resume (an unfinished run's leftover) or
-    --overwrite says otherwise."""
+def _save_gallery(args, out: Path | None, parts: tuple, test, scores, maps, row: dict, **meta) -> None:
+    """``--save-maps``: a few of this run's test images with their maps, in ``OUT_maps/`` (:mod:`adlkit.gallery`),
+    described by the run's fields (``row``'s :data:`_GALLERY_META`) and ``meta``. A file already there belongs to
+    an earlier run: kept unless --resume (an unfinished run's leftover) or --overwrite says otherwise."""
     from . import gallery
 
     if not getattr(args, "save_maps", False) or out is None:
@@ -483,6 +481,7 @@ def _save_gallery(args, out: Path | None, parts: tuple, test, scores, maps, meta
     if path.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(f"{path} exists (the maps of an earlier run): pass --resume or --overwrite to "
                               "replace it, or choose another --out")
+    meta = {**{k: row[k] for k in _GALLERY_META if k in row}, **meta}
     gallery.save(path, test, gallery.pick(test, scores), scores, maps, meta)
 
 
@@ -561,8 +560,8 @@ def _cmd_run_cada(args) -> int:
                 "train_seconds": round(hist["rd"]["seconds"] + hist["head_seconds"], 2),
                 "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
         _save_gallery(args, out, ("cada", ablation, "-".join(classes), f"s{seed}"), test, r["scores"]["cada"],
-                      r["maps"], {**{k: common[k] for k in _GALLERY_META if k in common}, "method": "cada",
-                                  "score": "CADA (aligned, one threshold for every class)", "commit": commit})
+                      r["maps"], common, method="cada", score="CADA (aligned, one threshold for every class)",
+                      commit=commit)
         rows = [{**common, **row, **info} for row in r["rows"]]
         for row in rows:
             row["backbone"] = hist["rd"]["backbone"]
@@ -635,8 +634,7 @@ def _cmd_run_ckaad(args) -> int:
         row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES) or k == "pixel_AUPRO_per_image"})
         row.update(info, discriminator=r["discriminator"], train_seconds=round(hist["seconds"], 2),
                    wall_seconds=round(time.perf_counter() - t0, 2))
-        _save_gallery(args, out, ("ckaad", ablation, cat, f"s{seed}"), r["test"], r["scores"], r["maps"],
-                      {k: row[k] for k in _GALLERY_META if k in row})
+        _save_gallery(args, out, ("ckaad", ablation, cat, f"s{seed}"), r["test"], r["scores"], r["maps"], row)
         for entry, crow in zip(r["curve"], curve_rows):
             crow.update({k: v for k, v in entry.items() if not k.startswith(("d_", "step"))})
             crow.update(info, discriminator={k: v for k, v in entry.items() if k.startswith("d_")},
@@ -706,7 +704,7 @@ def _cmd_run_knn(args) -> int:
                    n_bank=hist["n_bank"], n_patches=hist["n_patches"],
                    n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
         _save_gallery(args, out, ("knn", cat, f"c{eps:g}", "leaky" if args.leaky else "", f"s{seed}"),
-                      r["split"].test, r["scores"], r["maps"], {k: row[k] for k in _GALLERY_META if k in row})
+                      r["split"].test, r["scores"], r["maps"], row)
         rows = [row]
         types = anomaly_types(r["split"].test)
         if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only

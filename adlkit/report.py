@@ -98,21 +98,23 @@ def load_results(folder: str | Path) -> dict[str, object]:
     if not folder.is_dir():
         raise FileNotFoundError(f"no results folder {folder}: run the notebooks (make figures) or the CLI with "
                                 "--out figures/results/<name>.json first")
-    out = {}
-    for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); restore it from git or rerun what wrote it") from None
-        if isinstance(data, list):
-            for i, row in enumerate(data):
-                _check_run(path, i, row)
-        elif isinstance(data, dict):
-            _check_notebook(path, data)
-        else:
-            raise ValueError(f"{path.name}: expected a list of runs or a notebook's results object")
-        out[path.name] = data
-    return out
+    return {path.name: _read_checked(path) for path in sorted(folder.glob("*.json"))}
+
+
+def _read_checked(path: Path):
+    """One result file, checked: a list of runs (the CLI's) or a notebook's payload."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); restore it from git or rerun what wrote it") from None
+    if isinstance(data, list):
+        for i, row in enumerate(data):
+            _check_run(path, i, row)
+    elif isinstance(data, dict):
+        _check_notebook(path, data)
+    else:
+        raise ValueError(f"{path.name}: expected a list of runs or a notebook's results object")
+    return data
 
 
 def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> list[dict]:
@@ -399,9 +401,9 @@ def committed(name: str, *, quick: bool = False, folder: str | Path | None = Non
     path = Path(folder or figures_dir() / "results") / name
     if quick or not path.exists():
         return []
-    data = json.loads(path.read_text(encoding="utf-8"))
-    for i, row in enumerate(data):
-        _check_run(path, i, row)
+    data = _read_checked(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path.name} is a notebook's results, not a CLI grid: pass a cli_*.json file")
     rows = [r for r in data if _matches(r, where)]
     commits = sorted({str(r.get("commit")) for r in rows})
     print(f"{name}: {len(rows)} committed run(s){' where ' + str(where) if where else ''}, seeds "
@@ -604,6 +606,13 @@ def real_data_rows(results: dict, dataset: str = REAL_DATA) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- markdown
+def _stat_cell(stat: tuple | None) -> str:
+    """A table cell for ``(mean, std, n)``: "0.912 ± 0.013 (3)", "0.912 (1)" for one seed, "—" for none."""
+    if stat is None:
+        return "—"
+    return f"{stat[0]:.3f} (1)" if stat[2] == 1 else f"{stat[0]:.3f} ± {stat[1]:.3f} ({stat[2]})"
+
+
 def _real_data_table(results: dict, methods: tuple[str, ...] | None = None, **where) -> list[str]:
     """The real-data section's table (markdown lines); ``methods``: only these methods' rows, ``where``: only rows
     with these values (e.g. ``contamination=0.0``; the notebooks show their method beside the kNN)."""
@@ -616,8 +625,7 @@ def _real_data_table(results: dict, methods: tuple[str, ...] | None = None, **wh
              + " | image AUROC per defect type | wall time per run | file |",
              "|---|---|---|---|" + "---|" * len(REAL_METRICS) + "---|---|---|"]
     for r in rows:
-        cells = [("—" if r["metrics"][m] is None else f"{r['metrics'][m][0]:.3f} (1)" if r["metrics"][m][2] == 1 else
-                  f"{r['metrics'][m][0]:.3f} ± {r['metrics'][m][1]:.3f} ({r['metrics'][m][2]})") for m in REAL_METRICS]
+        cells = [_stat_cell(r["metrics"][m]) for m in REAL_METRICS]
         types = ", ".join(f"{t} {v:.3f}" for t, v in r["per_type"].items()) or "—"
         shots = f", {r['shots']} shot{'s' if r['shots'] > 1 else ''}" if r["shots"] else ""
         lines.append(f"| {r['method']} | {r['ablation']}{shots} | {r['training']} | {r['contamination']:.0%} "
@@ -672,8 +680,7 @@ def _real_open_set_table(results: dict) -> list[str]:
              "", "| setting | seen type | shots | " + " | ".join((*AHL_COLUMNS, "kNN")) + " |",
              "|---|---|---|" + "---|" * (len(AHL_COLUMNS) + 1)]
     for r in rows:
-        cells = ["—" if c is None else f"{c[0]:.3f} (1)" if c[2] == 1 else f"{c[0]:.3f} ± {c[1]:.3f} ({c[2]})"
-                 for c in r["cells"].values()]
+        cells = [_stat_cell(c) for c in r["cells"].values()]
         lines.append(f"| {r['open_set']} | {r['seen_class'] or 'all'} | {r['shots']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -751,16 +758,13 @@ def _protocol_section(results: dict, papers: list[dict]) -> list[str]:
              "| data | contamination | " + " | ".join(f"{lab} (leak-free / leaky)" for lab in ("kNN", "DL", "ADL"))
              + " | kNN's loss to the leak (paired by seed) |", "|---|---|---|---|---|---|"]
 
-    def cell(k):
-        v = table.get(k)
-        return "—" if v is None else f"{v[0]:.3f}" + (f" ± {v[1]:.3f} ({v[2]})" if v[2] > 1 else " (1)")
-
     verdicts = []
     for d in ("synthetic", REAL_DATA):
         levels = [e for e in PROTOCOL_LEVELS if any(k[0] == d and k[2] and k[3] == e for k in table)]
         for e in levels:
             lk = leak.get((d, "kNN", e))
-            lines.append(f"| {d} | {e:.0%} | " + " | ".join(f"{cell((d, lab, False, e))} / {cell((d, lab, True, e))}"
+            lines.append(f"| {d} | {e:.0%} | " + " | ".join(f"{_stat_cell(table.get((d, lab, False, e)))} / "
+                                                            f"{_stat_cell(table.get((d, lab, True, e)))}"
                                                             for lab in ("kNN", "DL", "ADL"))
                          + f" | {'—' if lk is None else f'{lk[0]:+.3f} ± {lk[1]:.3f} ({lk[2]})'} |")
         both = [e for e in levels if all((d, lab, lk, e) in table for lab in ("kNN", "DL", "ADL") for lk in (False, True))]
