@@ -1,11 +1,11 @@
 # adlkit - every target bootstraps its environment first:
-#   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,offline,elpv]");
+#   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,offline,elpv,teach]");
 #   * otherwise it creates ./.venv with pip and installs there.
-# Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make exercises | make book | make clean
+# Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make assignments | make book | make clean
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-EXTRAS ?= dev,offline,elpv
+EXTRAS ?= dev,offline,elpv,teach
 FULL ?= 0
 
 ifneq ($(VIRTUAL_ENV),)
@@ -20,7 +20,7 @@ STAMP := $(ENV_DIR)/.adlkit-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FULL_FLAG := $(if $(filter 1 yes true,$(FULL)),--full,)
 
-.PHONY: run test unit notebooks lab figures exercises book book-refresh check-notebooks bootstrap clean
+.PHONY: run test unit notebooks lab figures exercises assignments book book-refresh check-notebooks bootstrap clean
 
 bootstrap: $(STAMP)
 
@@ -50,7 +50,7 @@ unit: bootstrap
 check-notebooks: bootstrap
 	$(PY) -m nbstripout --verify $(NOTEBOOKS) $(wildcard exercises/*.ipynb) || \
 	  { echo "!! a committed notebook carries outputs: run nbstripout on it (or pre-commit install)"; exit 1; }
-	$(PY) -m adlkit exercises --check
+	$(PY) -m adlkit assignments --check
 	$(PY) -m adlkit report --check
 	$(PY) -m adlkit book --check
 
@@ -61,8 +61,12 @@ lab: bootstrap
 figures: bootstrap
 	$(PY) -m adlkit execute $(NOTEBOOKS) --full --save-figures --out build/notebooks
 
-exercises: bootstrap
-	$(PY) -m adlkit exercises
+## The nbgrader course in build/assignments/ (source, release, gradebook), exercises/ (the release) and the
+## student bundle build/assignments/adlkit-student.zip; see docs/teaching.md.
+assignments: bootstrap
+	$(PY) -m adlkit assignments --bundle
+
+exercises: assignments
 
 ## The executed series as a static site in build/book/ (open build/book/index.html). book-refresh first executes,
 ## in full mode, the notebooks whose executed copy in book/notebooks/ is stale or missing (NB="04 07": those).

@@ -10,7 +10,10 @@ Three parts:
   executed is *stale*, and the check fails naming the command that refreshes it. A notebook that has no copy yet
   is listed as *missing* and does not fail the check (executing the series takes about 100 CPU minutes here;
   copies are added notebook by notebook). ``python -m adlkit book --refresh`` re-executes the stale and missing
-  ones only (or the notebooks named), so a change to one notebook costs one notebook's run.
+  ones only (or the notebooks named), so a change to one notebook costs one notebook's run, and a change to its
+  markdown alone costs none while the committed results it reads are the ones it ran on: the new text goes into
+  the copy beside the run's own outputs (:func:`prose_update`, :func:`results_hash`; the stamp records both
+  dates; ``--execute`` runs it anyway).
 * **The site** (``python -m adlkit book`` -> ``build/book/``): a landing page made from ``README.md``, one page per
   executed notebook (nbconvert's HTML, images embedded), every ``docs/*.md`` page and ``figures/REPORT.md``,
   with links between them rewritten to the pages, and every other repository file a page links to (figures,
@@ -104,10 +107,43 @@ def compress_images(nb: dict) -> tuple[int, int]:
     return before, after
 
 
-def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int = 1800) -> list[tuple[str, str]]:
+def results_hash(root: str | Path = ".") -> str:
+    """SHA-256 of the committed CLI result files (``figures/results/cli_*``, the kept maps included): the data the
+    notebooks read in full mode. An executed copy records it, so a prose-only refresh can tell that its outputs
+    were computed from the results that are committed now."""
+    results = Path(root) / "figures" / "results"
+    h = hashlib.sha256()
+    for f in sorted(p for p in results.glob("cli_*") if p.is_file()) + sorted(results.glob("cli_*/**/*")):
+        if f.is_file():
+            h.update(f.relative_to(results).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def prose_update(source: dict, copy: dict) -> dict | None:
+    """The executed ``copy`` with ``source``'s text cells, when the two differ in text cells only: the code cells,
+    in order, have the same source (markdown cells may be edited, added or removed). None when any code changed.
+
+    A prose edit cannot change an output, so the outputs of the full-mode run are kept as they are; the stamp says
+    when the run and when the prose were taken (``refresh`` with ``execute=False``, the default). ``refresh``
+    uses it only when the committed results are also the ones the run read (:func:`results_hash`): a restated
+    reading over new numbers needs the new numbers, that is, a run."""
+    code = [c for c in copy["cells"] if c["cell_type"] == "code"]
+    text = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]  # noqa: E731
+    if [text(c) for c in code] != [text(c) for c in source["cells"] if c["cell_type"] == "code"]:
+        return None
+    run = iter(code)
+    out = dict(copy)
+    out["cells"] = [next(run) if c["cell_type"] == "code" else c for c in source["cells"]]
+    return out
+
+
+def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int = 1800,
+            execute: bool = False) -> list[tuple[str, str]]:
     """Execute notebooks in full mode into ``book/notebooks/``: the ones named (``"04"`` or a file name), else the
-    stale and missing ones. A copy is replaced only by a run that finished; a failed run leaves the old copy and
-    is reported. Returns (name, "ok, N KB" or the error) per notebook."""
+    stale and missing ones. A copy whose source changed in markdown only takes the new text and keeps its outputs
+    (``prose_update``; ``execute=True`` runs it anyway). A copy is replaced only by a run that finished; a failed
+    run leaves the old copy and is reported. Returns (name, "ok, N KB", "prose, N KB" or the error) per
+    notebook."""
     import os
 
     import nbformat
@@ -132,6 +168,19 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
     report = []
     for name in chosen:
         src = root / "notebooks" / name
+        copy = json.loads((dest / name).read_text(encoding="utf-8")) if (dest / name).exists() else None
+        same_data = copy is not None and copy.get("metadata", {}).get("adlkit", {}).get("results_sha256") == results_hash(root)
+        if not execute and same_data:
+            updated = prose_update(json.loads(src.read_text(encoding="utf-8")), copy)
+            if updated is not None:
+                stamp = dict(copy.get("metadata", {}).get("adlkit", {}))
+                stamp.update(source_sha256=source_hash(src), prose=time.strftime("%Y-%m-%d"), prose_commit=git_commit())
+                updated.setdefault("metadata", {})["adlkit"] = stamp
+                nbformat.write(nbformat.from_dict(updated), dest / name)
+                size = (dest / name).stat().st_size
+                report.append((name, f"prose, {size // 1024} KB"))
+                print(f"{name}: markdown only changed: new text, the outputs of the run of {stamp.get('executed')} kept")
+                continue
         _, seconds, state = execute_notebook(src, scratch, timeout=timeout)
         if state != "ok":
             report.append((name, state))
@@ -140,7 +189,8 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
         nb = nbformat.read(scratch / name, as_version=4)
         before, after = compress_images(nb)
         nb.metadata["adlkit"] = {"source_sha256": source_hash(src), "mode": "full", "wall_time_s": round(seconds, 1),
-                                 "executed": time.strftime("%Y-%m-%d"), "commit": git_commit()}
+                                 "executed": time.strftime("%Y-%m-%d"), "commit": git_commit(),
+                                 "results_sha256": results_hash(root)}
         nbformat.write(nb, dest / name)
         size = (dest / name).stat().st_size
         report.append((name, f"ok, {size // 1024} KB"))
@@ -269,7 +319,9 @@ def build(root: str | Path = ".", out: str | Path = "build/book", notebooks_dir:
             stamp = nb.metadata.get("adlkit", {})
             body, _ = exporter.from_notebook_node(nb)
             note = (f"<p class=\"stamp\">Executed in {stamp.get('mode', '?')} mode on {stamp.get('executed', '?')} "
-                    f"(commit {stamp.get('commit', '?')}, {stamp.get('wall_time_s', '?')} s). Source: "
+                    f"(commit {stamp.get('commit', '?')}, {stamp.get('wall_time_s', '?')} s)"
+                    + (f"; its text updated on {stamp['prose']} (commit {stamp.get('prose_commit', '?')}), the code "
+                       "and outputs unchanged" if stamp.get("prose") else "") + ". Source: "
                     f"<a href=\"{_relpath(src, site.parent)}\">{src.as_posix()}</a></p>") if stamp else ""
             body, title = note + body, src.stem
             copied.add(src)  # the stripped source, for "open in Jupyter"

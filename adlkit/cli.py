@@ -2,7 +2,9 @@
 
 * ``info`` - versions, device, which backbone weights are available offline, datasets found.
 * ``data synthetic [--root DIR --image-size N --seed S]`` - write the built-in dataset.
-* ``exercises [--check]`` - (re)generate ``exercises/`` from ``notebooks/``.
+* ``assignments [--check] [--bundle]`` (alias ``exercises``) - the nbgrader course (``build/assignments/``: source,
+  release, gradebook) from ``notebooks/`` and ``assignments/hidden/``; ``exercises/`` is its release.
+* ``grade SUBMISSION.ipynb`` - autograde a student's filled-in release notebook with nbgrader: points per exercise.
 * ``execute [NB ...] [--full] [--out build/notebooks]`` - run notebooks headless, print wall times.
 * ``run adl --data synthetic|mvtec:PATH|folder:PATH|visa:PATH|mtd:PATH|elpv --category NAME --contamination 0.1 ...`` - train and
   score ADL over a grid of categories x contamination ratios x seeds (``--shard i/n`` runs one slice).
@@ -66,18 +68,32 @@ def _cmd_data(args) -> int:
     return 0
 
 
-def _cmd_exercises(args) -> int:
-    from .exercises import generate
+def _cmd_assignments(args) -> int:
+    from . import assignments
 
-    problems = generate(args.notebooks, args.out, check=args.check)
+    problems = assignments.build(args.root, args.out, exercises="exercises", check=args.check)
     if args.check:
         if problems:
-            print("exercises/ is not current with notebooks/:\n  " + "\n  ".join(problems))
-            print("Fix: run `make exercises` (python -m adlkit exercises) and commit the result.")
+            print("exercises/ is not nbgrader's current release of notebooks/:\n  " + "\n  ".join(problems))
+            print("Fix: run `make assignments` (python -m adlkit assignments) and commit exercises/.")
             return 1
-        print(f"{args.out}/ is current with {args.notebooks}/")
+        print("exercises/ is nbgrader's current release of notebooks/")
         return 0
-    print("\n".join(problems) if problems else f"{args.out}/ was already current")
+    print("\n".join(problems) if problems else "exercises/ was already current")
+    print(f"nbgrader course directory: {args.out}/ (source/, release/, gradebook.db, nbgrader_config.py)")
+    if args.bundle:
+        print(f"student bundle: {assignments.student_bundle(args.root, args.bundle)}")
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from . import assignments
+
+    scores = assignments.autograde(args.submission, args.root, course=args.course, timeout=args.timeout)
+    for grade_id, (score, out_of) in scores.items():
+        print(f"{grade_id:22s} {score:g} / {out_of:g}")
+    total = sum(s for s, _ in scores.values()), sum(m for _, m in scores.values())
+    print(f"{'total':22s} {total[0]:g} / {total[1]:g}")
     return 0
 
 
@@ -103,7 +119,8 @@ def _cmd_book(args) -> int:
     if args.check:
         return 1 if book.check(args.root) else 0
     if args.refresh is not None:
-        failed = [n for n, state in book.refresh(args.root, args.refresh or None) if not state.startswith("ok")]
+        done = book.refresh(args.root, args.refresh or None, execute=args.execute)
+        failed = [n for n, state in done if not state.startswith(("ok", "prose"))]
         if failed:
             return 1
     index = book.build(args.root, args.out)
@@ -1059,11 +1076,21 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.set_defaults(func=_cmd_data)
 
-    ex = sub.add_parser("exercises", help="generate exercises/ from notebooks/")
-    ex.add_argument("--notebooks", default="notebooks")
-    ex.add_argument("--out", default="exercises")
-    ex.add_argument("--check", action="store_true", help="only report whether exercises/ is current (exit 1 if not)")
-    ex.set_defaults(func=_cmd_exercises)
+    for name in ("assignments", "exercises"):
+        ex = sub.add_parser(name, help="the nbgrader course from notebooks/ (source, release, gradebook); exercises/ "
+                                       "is its release" + ("" if name == "assignments" else " (alias of assignments)"))
+        ex.add_argument("--out", default="build/assignments", help="the nbgrader course directory to write")
+        ex.add_argument("--check", action="store_true", help="only report whether exercises/ is current (exit 1 if not)")
+        ex.add_argument("--bundle", nargs="?", const="build/assignments/adlkit-student.zip", default=None,
+                        metavar="ZIP", help="also write the student bundle (release notebooks + the library)")
+        ex.add_argument("--root", default=".", help="the repository")
+        ex.set_defaults(func=_cmd_assignments)
+    gr = sub.add_parser("grade", help="autograde a student's release notebook with nbgrader (hidden tests included)")
+    gr.add_argument("submission", help="the filled-in notebook, under its release name (e.g. 02_deviation_losses.ipynb)")
+    gr.add_argument("--course", default=None, help="a course directory from `assignments` (default: built afresh)")
+    gr.add_argument("--timeout", type=int, default=1800, help="seconds a cell may run")
+    gr.add_argument("--root", default=".", help="the repository")
+    gr.set_defaults(func=_cmd_grade)
 
     rep = sub.add_parser("report", help="figures/REPORT.md and the generated sections of README.md and docs/: the "
                                         "papers' numbers beside adlkit's and the kNN baseline's")
@@ -1078,6 +1105,9 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--refresh", nargs="*", metavar="NN", help="execute in full mode into book/notebooks/: the "
                                                                 "notebooks named (e.g. 04 07), else every stale or "
                                                                 "missing one")
+    book.add_argument("--execute", action="store_true", help="with --refresh: execute a notebook even when only its "
+                                                             "markdown changed (by default its text is updated and "
+                                                             "the outputs of its last full run are kept)")
     book.add_argument("--out", default="build/book", help="where the site goes (replaced whole)")
     book.add_argument("--screenshot", metavar="PNG", help="also save the landing page as headless Chromium shows it")
     book.add_argument("--root", default=".", help="the repository")

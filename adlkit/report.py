@@ -502,10 +502,20 @@ def rank_correlation(rows: list[dict], a: str, b: str) -> dict[tuple, float]:
     return out
 
 
+def _data_name(data: str) -> str:
+    """A run's dataset as the papers name theirs: ``mvtec:PATH`` is MVTec AD, ``visa:PATH`` VisA (the CLI records
+    the path it read), ``magnetic_tile`` the magnetic tile."""
+    low = data.lower()
+    for prefix, name in (("mvtec:", "mvtec ad"), ("visa:", "visa")):
+        if low.startswith(prefix):
+            return name
+    return low.replace("_", " ")
+
+
 def _reason(paper: dict | None, ours: dict | None, note: str) -> str:
     parts = []
     if paper and ours:
-        if paper["dataset"] and not ours["data"].lower().startswith(paper["dataset"].lower()):
+        if paper["dataset"] and not _data_name(ours["data"]).startswith(paper["dataset"].lower()):
             parts.append(f"data: {ours['data']} vs {paper['dataset']}")
         if paper["backbone"] and paper["backbone"] != ours["backbone"]:
             parts.append(f"backbone: {ours['backbone']} vs {paper['backbone']}")

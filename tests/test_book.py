@@ -56,6 +56,43 @@ def test_check_fails_on_a_stale_copy_and_lists_missing_ones(tmp_path, capsys):
         book.refresh(tmp_path, ["07"])
 
 
+def test_a_prose_edit_updates_the_text_and_keeps_the_outputs_a_code_edit_does_not(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / book.BOOK_NOTEBOOKS).mkdir(parents=True)
+    src, copy = tmp_path / "notebooks" / "00_a.ipynb", tmp_path / book.BOOK_NOTEBOOKS / "00_a.ipynb"
+    out = [{"output_type": "stream", "name": "stdout", "text": "0.968\n"}]  # the full run's output
+    (tmp_path / "figures" / "results").mkdir(parents=True)
+    (tmp_path / "figures" / "results" / "cli_knn.json").write_text("[]")
+    stamp = {"adlkit": {"source_sha256": "old", "executed": "2026-01-01", "wall_time_s": 400.0,
+                        "results_sha256": book.results_hash(tmp_path)}}
+    copy.write_text(json.dumps(_nb([("markdown", "# A"), ("code", "x = 1"), ("markdown", "Reads 0.95.")], out, stamp)))
+    # the reading restated, a paragraph added: the code cells are the same, in order
+    src.write_text(json.dumps(_nb([("markdown", "# A"), ("markdown", "New."), ("code", "x = 1"),
+                                   ("markdown", "Reads 0.968.")])))
+    monkeypatch.setattr("adlkit.notebooks.execute_notebook", lambda *a, **k: pytest.fail("executed a prose edit"))
+    assert book.refresh(tmp_path, ["00"])[0][1].startswith("prose")
+    got = json.loads(copy.read_text())
+    assert ["".join(c["source"]) for c in got["cells"]] == ["# A", "New.", "x = 1", "Reads 0.968."]
+    assert [("".join(o["text"]), o["name"]) for o in got["cells"][2]["outputs"]] == [("0.968\n", "stdout")]  # kept
+    assert got["metadata"]["adlkit"]["executed"] == "2026-01-01" and "prose" in got["metadata"]["adlkit"]
+    assert book.status(tmp_path) == {"00_a.ipynb": "current"}
+    # new committed results: the same prose edit now needs a run (here the run fails, and the old copy is kept)
+    monkeypatch.setattr("adlkit.notebooks.execute_notebook", lambda *a, **k: (None, 0.0, "error: no kernel here"))
+    before = copy.read_text()
+    src.write_text(json.dumps(_nb([("markdown", "# A"), ("code", "x = 1"), ("markdown", "Reads 0.97.")])))
+    (tmp_path / "figures" / "results" / "cli_knn.json").write_text('[{"seed": 1}]')
+    assert book.refresh(tmp_path, ["00"]) == [("00_a.ipynb", "error: no kernel here")]
+    assert copy.read_text() == before
+    # a code edit is not prose: the notebook must run again
+    src.write_text(json.dumps(_nb([("markdown", "# A"), ("code", "x = 2")])))
+    assert book.prose_update(json.loads(src.read_text()), got) is None
+    assert book.refresh(tmp_path, ["00"]) == [("00_a.ipynb", "error: no kernel here")]
+    assert json.loads(copy.read_text()) == got
+    # and execute=True runs even a prose-only change
+    src.write_text(json.dumps(_nb([("markdown", "# B"), ("code", "x = 1"), ("markdown", "Reads 0.968.")])))
+    assert book.refresh(tmp_path, ["00"], execute=True) == [("00_a.ipynb", "error: no kernel here")]
+
+
 def test_compress_images_keeps_the_picture_and_never_grows_it():
     from PIL import Image
 

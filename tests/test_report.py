@@ -61,6 +61,14 @@ def test_a_row_is_the_class_mean_per_seed_then_mean_and_std_over_seeds(results_d
     assert row["paper"] is None and row["diff"] is None and row["ours"].mean == pytest.approx(0.87)
 
 
+def test_the_data_reason_goes_when_the_run_is_on_the_papers_dataset():
+    paper = {"dataset": "MVTec AD", "backbone": "ResNet-18", "image_size": "256"}
+    ours = {"backbone": "ResNet-18", "image_size": "256"}
+    assert R._reason(paper, {**ours, "data": "mvtec:/data/mvtec_anomaly_detection"}, "") == ""  # the CLI's label
+    assert R._reason(paper, {**ours, "data": "synthetic (5 classes)"}, "") == "data: synthetic (5 classes) vs MVTec AD"
+    assert R._reason({**paper, "dataset": "VisA"}, {**ours, "data": "visa:/data/VisA"}, "x") == "x"
+
+
 def test_seeds_that_cover_different_classes_give_no_number_but_say_incomplete(results_dir):
     runs = json.loads((results_dir / "cli_adl_robustness.json").read_text())
     (results_dir / "cli_adl_robustness.json").write_text(json.dumps(runs[:3]))  # seed 1 lost its capsule run

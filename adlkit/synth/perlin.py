@@ -191,7 +191,8 @@ def perlin_masks(batch: int, height: int, width: int, *, threshold: float = 0.5,
 
 
 def sample_beta(batch: int, beta_range=(0.1, 1.0), generator=None, device=None) -> torch.Tensor:
-    """Opacity β per sample, uniform in ``beta_range``: ADL's [0.1, 1]; DRAEM's 0.8·U(0,1) is (0, 0.8)."""
+    """Opacity β per sample, uniform in ``beta_range``: ADL's [0.1, 1]; DRAEM's code weights the *image* by 0.8·U(0,1)
+    inside the mask, so its texture opacity here is 1 − 0.8·U(0,1), the range (0.2, 1] (notebook 01, section 5)."""
     lo, hi = beta_range
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"beta_range must satisfy 0 <= low <= high <= 1; got {beta_range}")

@@ -273,7 +273,8 @@ class PseudoAnomaly:
         or None: the folder named by ``ADLKIT_TEXTURES`` when that is set
         (:func:`adlkit.config.textures_dir`), else :func:`builtin_sources`. ``source_kind`` says
         which was used.
-    beta_range : opacity range; ADL [0.1, 1] (default), DRAEM (0, 0.8).
+    beta_range : the texture's opacity range; ADL [0.1, 1] (default); DRAEM's code (0.2, 1] (it draws 0.8·U(0,1) as the
+        image's weight inside the mask).
     threshold : Perlin threshold (0.5).
     n_augment : augmentations per source (3).
     resample_empty : draw the mask again for samples whose mask came out empty (up to 10 times),
