@@ -181,6 +181,7 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
                 report.append((name, f"prose, {size // 1024} KB"))
                 print(f"{name}: markdown only changed: new text, the outputs of the run of {stamp.get('executed')} kept")
                 continue
+        digest = source_hash(src)  # what runs: an edit made during the run leaves the copy stale, as it should
         _, seconds, state = execute_notebook(src, scratch, timeout=timeout)
         if state != "ok":
             report.append((name, state))
@@ -188,7 +189,7 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
             continue
         nb = nbformat.read(scratch / name, as_version=4)
         before, after = compress_images(nb)
-        nb.metadata["adlkit"] = {"source_sha256": source_hash(src), "mode": "full", "wall_time_s": round(seconds, 1),
+        nb.metadata["adlkit"] = {"source_sha256": digest, "mode": "full", "wall_time_s": round(seconds, 1),
                                  "executed": time.strftime("%Y-%m-%d"), "commit": git_commit(),
                                  "results_sha256": results_hash(root)}
         nbformat.write(nb, dest / name)
