@@ -181,7 +181,7 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
                 report.append((name, f"prose, {size // 1024} KB"))
                 print(f"{name}: markdown only changed: new text, the outputs of the run of {stamp.get('executed')} kept")
                 continue
-        digest = source_hash(src)  # what runs: an edit made during the run leaves the copy stale, as it should
+        digest, commit = source_hash(src), git_commit()  # what runs (an edit made during the run leaves it stale)
         _, seconds, state = execute_notebook(src, scratch, timeout=timeout)
         if state != "ok":
             report.append((name, state))
@@ -190,7 +190,7 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
         nb = nbformat.read(scratch / name, as_version=4)
         before, after = compress_images(nb)
         nb.metadata["adlkit"] = {"source_sha256": digest, "mode": "full", "wall_time_s": round(seconds, 1),
-                                 "executed": time.strftime("%Y-%m-%d"), "commit": git_commit(),
+                                 "executed": time.strftime("%Y-%m-%d"), "commit": commit,
                                  "results_sha256": results_hash(root)}
         nbformat.write(nb, dest / name)
         size = (dest / name).stat().st_size
