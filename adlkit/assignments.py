@@ -179,6 +179,10 @@ def build(root: str | Path = ".", out: str | Path = "build/assignments", exercis
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {root / 'notebooks'}")
     if out.exists() and any(out.iterdir()) and not (out / "nbgrader_config.py").exists():
         raise FileExistsError(f"{out} exists and is not a course directory this command wrote: choose another --out")
+    live = [d for d in ("submitted", "autograded", "feedback") if (out / d).is_dir() and any((out / d).iterdir())]
+    if live:  # rebuilding would replace the gradebook that holds their grades
+        raise FileExistsError(f"{out} holds students' work ({', '.join(live)}/): it is a course in use; build into "
+                              "another --out (or copy the course elsewhere before rebuilding)")
     for sub in ("source", "release"):
         shutil.rmtree(out / sub, ignore_errors=True)
     (out / "gradebook.db").unlink(missing_ok=True)

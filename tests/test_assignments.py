@@ -155,6 +155,16 @@ def test_autograding_gives_the_reference_full_marks_and_wrong_or_borrowed_answer
     assert assignments.autograde(two, ROOT, course=course) == {"deviation_loss": (0.0, 2.0), "top_k_mean": (2.0, 2.0)}
 
 
+def test_rebuilding_refuses_a_course_that_holds_students_work(tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "nbgrader_config.py").write_text("")
+    (live / "submitted" / "alice").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="students' work"):
+        assignments.build(ROOT, live, exercises=None)
+    assert (live / "submitted" / "alice").is_dir()
+
+
 def test_grading_needs_the_instructors_repository(tmp_path):
     sub = tmp_path / "02_deviation_losses.ipynb"
     sub.write_text("{}")
