@@ -34,6 +34,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -269,7 +270,8 @@ def autograde(submission: str | Path, root: str | Path = ".", course: str | Path
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         shutil.copy(submission, dest / name)
-        with _environment(ADLKIT_QUICK="1"):
+        with _environment(ADLKIT_QUICK="1"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy deprecation warnings, not the student's
             result = _api(course, timeout).autograde(submission.stem, student, force=True, create=True)
             if not result["success"]:
                 raise RuntimeError(f"nbgrader autograde failed:\n{result['log']}\n{result['error']}")

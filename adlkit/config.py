@@ -147,15 +147,16 @@ def git_commit() -> str | None:
     """The checkout's commit (short hash), or None outside a git checkout.
 
     "+uncommitted changes" is appended when tracked *code* differs from the commit: anything outside
-    ``figures/`` (a run's own outputs, figures and result files, never count, so a grid that appends to a
-    committed result file still records the clean commit that produced it).
+    ``figures/`` and ``book/`` (a run's own outputs: figures, result files, executed notebooks never count, so a
+    grid that appends to a committed result file still records the clean commit that produced it).
     """
     import subprocess
 
     here = repo_root()
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)figures"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)figures",
+                                ":(exclude)book"],
                                capture_output=True, text=True, timeout=5, cwd=here)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -51,7 +51,7 @@ def test_paths_follow_environment(monkeypatch, tmp_path):
 
 
 def test_git_commit_stamp_ignores_run_outputs_but_not_code(tmp_path, monkeypatch):
-    """A run appending to figures/results/ keeps the clean stamp; an edited code file marks it."""
+    """A run appending to figures/results/ or refreshing book/ keeps the clean stamp; an edited code file marks it."""
     import subprocess
 
     from adlkit import config
@@ -62,6 +62,8 @@ def test_git_commit_stamp_ignores_run_outputs_but_not_code(tmp_path, monkeypatch
     git("init", "-q")
     (tmp_path / "figures" / "results").mkdir(parents=True)
     (tmp_path / "figures" / "results" / "cli_x.json").write_text("[]")
+    (tmp_path / "book" / "notebooks").mkdir(parents=True)
+    (tmp_path / "book" / "notebooks" / "00_a.ipynb").write_text("{}")
     (tmp_path / "code.py").write_text("x = 1\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
@@ -69,6 +71,7 @@ def test_git_commit_stamp_ignores_run_outputs_but_not_code(tmp_path, monkeypatch
     clean = config.git_commit()
     assert clean and "uncommitted" not in clean
     (tmp_path / "figures" / "results" / "cli_x.json").write_text("[{}]")
+    (tmp_path / "book" / "notebooks" / "00_a.ipynb").write_text('{"cells": []}')  # an executed copy, refreshed
     assert config.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert config.git_commit() == clean + "+uncommitted changes"
