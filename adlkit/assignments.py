@@ -36,7 +36,6 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,21 +136,14 @@ c.Execute.allow_errors = True
 ''' % _STUB
 
 
-@contextmanager
 def _environment(**values: str):
-    """Set environment variables for a block, then put them back. nbgrader's gradebook runs the ``alembic``
-    command, which sits beside this Python (a virtualenv's ``bin/``) whether or not that is on ``PATH``."""
+    """:func:`adlkit.config.environment` with this Python's ``bin/`` first on ``PATH``: nbgrader's gradebook runs
+    the ``alembic`` command, which sits beside this Python (a virtualenv's ``bin/``) whether or not that is on
+    ``PATH``."""
+    from .config import environment
+
     values.setdefault("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    previous = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environment(**values)
 
 
 def _api(course: Path, timeout: int = 1800):

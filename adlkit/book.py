@@ -144,11 +144,9 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
     (``prose_update``; ``execute=True`` runs it anyway). A copy is replaced only by a run that finished; a failed
     run leaves the old copy and is reported. Returns (name, "ok, N KB", "prose, N KB" or the error) per
     notebook."""
-    import os
-
     import nbformat
 
-    from .config import git_commit
+    from .config import environment, git_commit
     from .notebooks import execute_notebook
 
     root = Path(root).resolve()
@@ -160,8 +158,6 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
             raise ValueError(f"no notebook {unknown} in {root / 'notebooks'}; they are {list(states)}")
     else:
         chosen = [n for n, s in states.items() if s != "current"]
-    os.environ["ADLKIT_QUICK"] = "0"
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # plots into the outputs (Agg shows none)
     dest = root / BOOK_NOTEBOOKS
     dest.mkdir(parents=True, exist_ok=True)
     scratch = root / "build" / "book-run"
@@ -182,7 +178,9 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
                 print(f"{name}: markdown only changed: new text, the outputs of the run of {stamp.get('executed')} kept")
                 continue
         digest, commit = source_hash(src), git_commit()  # what runs (an edit made during the run leaves it stale)
-        _, seconds, state = execute_notebook(src, scratch, timeout=timeout)
+        # full mode, plots into the outputs (Agg shows none); the caller's environment is left as it was
+        with environment(ADLKIT_QUICK="0", MPLBACKEND="module://matplotlib_inline.backend_inline"):
+            _, seconds, state = execute_notebook(src, scratch, timeout=timeout)
         if state != "ok":
             report.append((name, state))
             print(f"{name}: {state} (the committed copy, if any, is kept)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,21 @@ def repo_root() -> Path:
 def figures_dir() -> Path:
     """Where figures and result files go: ``ADLKIT_FIGURES`` or ``<repo>/figures``."""
     return Path(os.environ.get("ADLKIT_FIGURES", repo_root() / "figures")).expanduser()
+
+
+@contextmanager
+def environment(**values: str):
+    """Set environment variables for a block, then put back what was there (unset ones are unset again)."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def git_commit() -> str | None:

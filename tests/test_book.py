@@ -57,6 +57,7 @@ def test_check_fails_on_a_stale_copy_and_lists_missing_ones(tmp_path, capsys):
 
 
 def test_a_prose_edit_updates_the_text_and_keeps_the_outputs_a_code_edit_does_not(tmp_path, monkeypatch):
+    quick_before = os.environ.get("ADLKIT_QUICK")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / book.BOOK_NOTEBOOKS).mkdir(parents=True)
     src, copy = tmp_path / "notebooks" / "00_a.ipynb", tmp_path / book.BOOK_NOTEBOOKS / "00_a.ipynb"
@@ -91,6 +92,7 @@ def test_a_prose_edit_updates_the_text_and_keeps_the_outputs_a_code_edit_does_no
     # and execute=True runs even a prose-only change
     src.write_text(json.dumps(_nb([("markdown", "# B"), ("code", "x = 1"), ("markdown", "Reads 0.968.")])))
     assert book.refresh(tmp_path, ["00"], execute=True) == [("00_a.ipynb", "error: no kernel here")]
+    assert os.environ.get("ADLKIT_QUICK") == quick_before  # full mode was for the run only, not for the caller
 
 
 def test_compress_images_keeps_the_picture_and_never_grows_it():
