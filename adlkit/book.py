@@ -133,7 +133,9 @@ def prose_update(source: dict, copy: dict) -> dict | None:
         return None
     run = iter(code)
     out = dict(copy)
-    out["cells"] = [next(run) if c["cell_type"] == "code" else c for c in source["cells"]]
+    # code cells: the run's (outputs included) under the source's id, so ids stay the source's and stay unique
+    out["cells"] = [{**next(run), **({"id": c["id"]} if "id" in c else {})} if c["cell_type"] == "code" else c
+                    for c in source["cells"]]
     return out
 
 
