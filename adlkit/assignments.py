@@ -114,26 +114,29 @@ def source_notebook(nb: nbformat.NotebookNode, exercises: list[Exercise]) -> nbf
     return src
 
 
+# nbgrader's settings for this course, in one place: the API calls here and the course's nbgrader_config.py
+_SETTINGS = {("ClearSolutions", "code_stub"): {"python": _STUB},
+             ("Execute", "timeout"): 1800,  # a notebook's longest cell, in seconds (quick mode: well under a minute)
+             ("Execute", "allow_errors"): True}  # a failing test cell scores 0 instead of stopping the run
+
+
 def _config(course: Path, timeout: int = 1800):
     from traitlets.config import Config
 
     c = Config()
     c.CourseDirectory.root = str(course)
     c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    c.ClearSolutions.code_stub = {"python": _STUB}
-    c.Execute.timeout = timeout  # a notebook's longest cell, in seconds (quick mode: well under a minute)
-    c.Execute.allow_errors = True
+    for (section, key), value in _SETTINGS.items():
+        c[section][key] = value
+    c.Execute.timeout = timeout
     return c
 
 
-_CONFIG_FILE = '''# nbgrader's configuration for the adlkit course (written by `python -m adlkit assignments`).
-# Autograde runs each notebook in quick mode: export ADLKIT_QUICK=1 before `nbgrader autograde`.
-c = get_config()  # noqa: F821
-c.CourseDirectory.db_url = "sqlite:///gradebook.db"
-c.ClearSolutions.code_stub = {"python": %r}
-c.Execute.timeout = 1800
-c.Execute.allow_errors = True
-''' % _STUB
+_CONFIG_FILE = ("# nbgrader's configuration for the adlkit course (written by `python -m adlkit assignments`).\n"
+                "# Autograde runs each notebook in quick mode: export ADLKIT_QUICK=1 before `nbgrader autograde`.\n"
+                "c = get_config()  # noqa: F821\n"
+                'c.CourseDirectory.db_url = "sqlite:///gradebook.db"\n'
+                + "".join(f"c.{section}.{key} = {value!r}\n" for (section, key), value in _SETTINGS.items()))
 
 
 def _environment(**values: str):

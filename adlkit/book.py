@@ -46,12 +46,16 @@ _LINK = re.compile(r'(href|src)="([^"#:?]+)(#[^"]*)?"')  # relative links only (
 
 
 # ----------------------------------------------------------------------------- executed copies
+def _cell_text(cell: dict) -> str:
+    """A cell's source as one string (a notebook file may store it as a list of lines)."""
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
 def source_hash(path: str | Path) -> str:
     """SHA-256 of a notebook's cells as a reader edits them (type and source; outputs, ids and metadata ignored),
     so stripping or executing a notebook does not change it and editing one character does."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    cells = [[c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]]
-             for c in nb["cells"]]
+    cells = [[c["cell_type"], _cell_text(c)] for c in nb["cells"]]
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -128,8 +132,7 @@ def prose_update(source: dict, copy: dict) -> dict | None:
     uses it only when the committed results are also the ones the run read (:func:`results_hash`): a restated
     reading over new numbers needs the new numbers, that is, a run."""
     code = [c for c in copy["cells"] if c["cell_type"] == "code"]
-    text = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]  # noqa: E731
-    if [text(c) for c in code] != [text(c) for c in source["cells"] if c["cell_type"] == "code"]:
+    if [_cell_text(c) for c in code] != [_cell_text(c) for c in source["cells"] if c["cell_type"] == "code"]:
         return None
     run = iter(code)
     out = dict(copy)
@@ -164,10 +167,11 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
     dest.mkdir(parents=True, exist_ok=True)
     scratch = root / "build" / "book-run"
     report = []
+    data = results_hash(root)  # the committed results every run below reads (no notebook writes cli_* files)
     for name in chosen:
         src = root / "notebooks" / name
         copy = json.loads((dest / name).read_text(encoding="utf-8")) if (dest / name).exists() else None
-        same_data = copy is not None and copy.get("metadata", {}).get("adlkit", {}).get("results_sha256") == results_hash(root)
+        same_data = copy is not None and copy.get("metadata", {}).get("adlkit", {}).get("results_sha256") == data
         if not execute and same_data:
             updated = prose_update(json.loads(src.read_text(encoding="utf-8")), copy)
             if updated is not None:
@@ -191,7 +195,7 @@ def refresh(root: str | Path = ".", names: list[str] | None = None, timeout: int
         before, after = compress_images(nb)
         nb.metadata["adlkit"] = {"source_sha256": digest, "mode": "full", "wall_time_s": round(seconds, 1),
                                  "executed": time.strftime("%Y-%m-%d"), "commit": commit,
-                                 "results_sha256": results_hash(root)}
+                                 "results_sha256": data}
         nbformat.write(nb, dest / name)
         size = (dest / name).stat().st_size
         report.append((name, f"ok, {size // 1024} KB"))
