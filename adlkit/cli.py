@@ -23,6 +23,10 @@
 * ``report [--check]`` - ``figures/REPORT.md`` and the generated sections of the README and ``docs/`` (the papers'
   numbers beside adlkit's and the kNN baseline's, the wall times) from ``figures/results/*.json`` and
   ``adlkit/paper_numbers.csv``.
+* ``run ... --save-models`` keeps each run's model (``OUT_models/*.pt``); ``predict --model M.pt --images DIR --out
+  DIR [--html]`` scores your own images with it: ``scores.csv``, an overlay PNG per image, an HTML gallery sorted by
+  score with false alarms and misses flagged. ``report --html DIR``: the same galleries for the maps committed runs
+  kept (``--save-maps``).
 * ``collect RESULTS.json ... --out TABLE`` - merge result files into TABLE.csv and TABLE.md.
 """
 
@@ -99,6 +103,11 @@ def _cmd_grade(args) -> int:
 def _cmd_report(args) -> int:
     from .report import check_report, write_report
 
+    if args.html:
+        from .visual import report_html
+
+        print(f"wrote {report_html(Path(args.root) / 'figures' / 'results', args.html, args.overwrite)}")
+        return 0
     if args.check:
         stale = check_report(args.root)
         if stale:
@@ -171,13 +180,44 @@ def _cmd_run(args) -> int:
     """``run METHOD``: the method's grid (:mod:`adlkit.grids`), run by :func:`adlkit.runs.run_grid`."""
     from . import grids
 
-    if getattr(args, "save_maps", False) and not args.out:
-        raise ValueError("--save-maps writes beside the results file: add --out RESULTS.json (maps go to RESULTS_maps/)")
+    for flag in ("save_maps", "save_models"):
+        if getattr(args, flag, False) and not args.out:
+            raise ValueError(f"--{flag.replace('_', '-')} writes beside the results file: add --out RESULTS.json "
+                             f"(they go to RESULTS_{flag.split('_')[1]}/)")
     if getattr(args, "save_maps", False) and args.method == "ahl":
         raise ValueError("--save-maps: AHL scores whole images (its papers report image AUROC only); it has no maps "
                          "to keep. Drop --save-maps.")
     grids.METHODS[args.method](args)
     return 0
+
+
+def _cmd_predict(args) -> int:
+    from .visual import predict_folder
+
+    found = predict_folder(args.model, args.images, args.out, masks=args.masks, html_page=args.html,
+                           threshold=args.threshold, device=args.device, overwrite=args.overwrite)
+    scores = found["scores"]
+    print(f"scored {len(scores)} images: scores {scores.min():.4g} … {scores.max():.4g}"
+          + (f"; image AUROC {found['metrics']['image_AUROC']:.3f}" if found["metrics"] else ""))
+    print(f"wrote {found['csv']}, {Path(args.out) / 'overlays'}/" + (f" and {found['html']}" if found["html"] else ""))
+    return 0
+
+
+def _add_predict_command(sub) -> None:
+    p = sub.add_parser("predict", help="score your own images with a saved model: scores.csv, an overlay PNG per "
+                                       "image, an HTML gallery sorted by score")
+    p.add_argument("--model", required=True, help="a model file (`run ... --save-models`, or any method's save())")
+    p.add_argument("--images", required=True, help="a folder of images (any depth); in MVTec's test layout (good/ "
+                                                   "beside a folder per defect type) they are labelled")
+    p.add_argument("--masks", help="ground-truth masks as <defect>/<name>_mask.png (default: ground_truth/ beside "
+                                   "--images, when it exists)")
+    p.add_argument("--out", required=True, help="the folder to write (must be new or empty unless --overwrite)")
+    p.add_argument("--html", action="store_true", help="also OUT/index.html: the images sorted by score, flagged")
+    p.add_argument("--threshold", type=float, help="call an image anomalous at or above this score (default: the "
+                                                   "F1-max threshold of labelled images; none for unlabelled ones)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_collect(args) -> int:
@@ -234,6 +274,9 @@ def _add_grid_arguments(p: argparse.ArgumentParser, category_help: str, image_si
                    help="keep a few test images with each run's maps beside --out (OUT_maps/*.npz: per defect type "
                         "the largest defect, the top- and median-scoring normal; adlkit.gallery, shown by "
                         "adlkit.viz.gallery_figure)")
+    p.add_argument("--save-models", action="store_true",
+                   help="keep each run's trained model beside --out (OUT_models/*.pt, one file each, read by "
+                        "`python -m adlkit predict --model`)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -363,6 +406,10 @@ def _add_report_commands(sub) -> None:
                                         "papers' numbers beside adlkit's and the kNN baseline's")
     rep.add_argument("--check", action="store_true", help="only check they are current (exit 1 if not)")
     rep.add_argument("--root", default=".", help="the repository (holds README.md, docs/ and figures/)")
+    rep.add_argument("--html", metavar="DIR", help="instead: an HTML gallery per saved run and class of the maps kept "
+                                                  "by `run ... --save-maps` in figures/results/ (sorted by score, "
+                                                  "false alarms and misses flagged at the run's F1-max threshold)")
+    rep.add_argument("--overwrite", action="store_true", help="with --html: write into a non-empty DIR")
     rep.set_defaults(func=_cmd_report)
 
     book = sub.add_parser("book", help="the executed series as a static site (build/book/): build it, check its "
@@ -431,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adlkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_setup_commands, _add_report_commands, _add_run_commands, _add_collect_command):
+    for add in (_add_setup_commands, _add_report_commands, _add_run_commands, _add_predict_command,
+                _add_collect_command):
         add(sub)
     return parser
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import metrics, runs
 from .data import specs
-from .runs import Cell, Gallery, RunRecord
+from .runs import Cell, Gallery, RunRecord, SavedModel
 
 __all__ = ["adl", "multicue", "cada", "ckaad", "knn", "ahl", "AHL_ROWS", "METHODS"]
 
@@ -54,7 +54,8 @@ def _per_type(test, scores, labels) -> dict:
 
 def _grid(options, cells: list[Cell], run_cell) -> list[RunRecord]:
     return runs.run_grid(cells, run_cell, Path(options.out) if options.out else None, resume=options.resume,
-                         shard=options.shard, overwrite=options.overwrite, save_maps=getattr(options, "save_maps", False))
+                         shard=options.shard, overwrite=options.overwrite, save_maps=getattr(options, "save_maps", False),
+                         save_models=getattr(options, "save_models", False))
 
 
 def _ckpt(options, name: str) -> Path | None:
@@ -141,7 +142,8 @@ def _run_adl_cell(cell: Cell) -> list[RunRecord]:
         test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]],
         metrics={**runs.metrics_of(r), **_per_type(split.test, r["scores"], r["labels"]),
                  "n_contaminated": split.report.n_contaminated, "n_test": len(split.test)},
-        gallery=Gallery(p["parts"], split.test, r["scores"], r["maps"], {"maps_from": r.get("maps_from")}))]
+        gallery=Gallery(p["parts"], split.test, r["scores"], r["maps"], {"maps_from": r.get("maps_from")}),
+        model=SavedModel(options.method, r["model"], p["parts"]))]
 
 
 # ----------------------------------------------------------------------------- CADA
@@ -212,6 +214,7 @@ def _run_cada_cell(cell: Cell) -> list[RunRecord]:
         records.append(RunRecord.from_row(row, stamped=False))
     records[0].gallery = Gallery(p["parts"], test, r["scores"]["cada"], r["maps"],
                                  {"method": "cada", "score": "CADA (aligned, one threshold for every class)"})
+    records[0].model = SavedModel("cada", r["model"], p["parts"])
     return records
 
 
@@ -280,8 +283,9 @@ def _run_ckaad_cell(cell: Cell) -> list[RunRecord]:
                                  metrics={**{k: v for k, v in e.items() if not k.startswith(("d_", "step"))},
                                           "n_test": len(r["test"])})
              for e, c in zip(r["curve"], p["curve"])]
-    if curve:  # the run's own row is the curve's last point: keep the maps once
-        curve[-1].gallery = row.gallery
+    row.model = SavedModel("ckaad", r["model"], row.gallery.parts)
+    if curve:  # the run's own row is the curve's last point: keep the maps and the model once
+        curve[-1].gallery, curve[-1].model = row.gallery, row.model
     return curve or [row]
 
 
@@ -346,13 +350,14 @@ def _run_knn_cell(cell: Cell) -> list[RunRecord]:
         gallery=Gallery(("knn", p["cat"], f"c{p['row'].contamination:g}", "leaky" if options.leaky else "",
                          f"s{p['row'].seed}"),
                         split.test, r["scores"], r["maps"]))
+    row.model = SavedModel("knn", r["model"], row.gallery.parts)
     if not (specs.typed_anomalies(options.data) and len(anomaly_types(split.test)) > 1):
         return [row]
     # AHL's hard setting scores the normals and the unseen types only: one row per held-out (seen) type
     hard = []
     for seen in anomaly_types(split.test):
         keep = [i for i, s in enumerate(split.test.samples) if s.truth == 0 or s.defect != seen]
-        hard.append(dataclasses.replace(row, open_set="hard", seen_class=seen, gallery=None,
+        hard.append(dataclasses.replace(row, open_set="hard", seen_class=seen, gallery=None, model=None,
                                         metrics={**metrics.image_metrics(r["scores"][keep], r["labels"][keep]),
                                                  **{k: v for k, v in row.metrics.items() if k.startswith("n_")},
                                                  "n_test": len(keep)}))

@@ -52,6 +52,16 @@ class Gallery:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass
+class SavedModel:
+    """What ``--save-models`` keeps of a run: the trained model, written by ``adlkit.methods.<method>.save`` to a
+    file named from ``parts`` (as the run's gallery) in ``OUT_models/``; ``python -m adlkit predict`` reads it."""
+
+    method: str
+    model: object
+    parts: tuple
+
+
 @dataclass(kw_only=True)
 class RunRecord:
     """One row of a result file: what ran, how, and what it measured. The only schema of a result row."""
@@ -99,8 +109,9 @@ class RunRecord:
     test_labels: list | None = None
     # <prefix_>(image|pixel)_(AUROC|AUPR|AUPRO|F1max)<_threshold|_per_image> and n_<count>: flat in the row
     metrics: dict = field(default_factory=dict)
-    # --save-maps: not written to the row
+    # --save-maps and --save-models: not written to the row
     gallery: Gallery | None = field(default=None, repr=False, compare=False)
+    model: SavedModel | None = field(default=None, repr=False, compare=False)
 
     def to_row(self) -> dict:
         """The flat JSON row: fields in declaration order, then the metrics. A field left None is left out, except
@@ -108,7 +119,7 @@ class RunRecord:
         kept, row = ("texture_source", "seen_class") if self.open_set else ("texture_source",), {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("metrics", "gallery") or (value is None and f.name not in kept):
+            if f.name in TRANSIENT or (value is None and f.name not in kept):
                 continue
             row[f.name] = value
         return {**row, **self.metrics}
@@ -138,7 +149,8 @@ class RunRecord:
         return run_key(self.to_row())
 
 
-FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunRecord)) - {"metrics", "gallery"}
+TRANSIENT = ("metrics", "gallery", "model")  # not fields of the row (metrics are flattened into it)
+FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunRecord)) - set(TRANSIENT)
 
 
 def is_metric(key: str) -> bool:
@@ -215,15 +227,18 @@ def check_output(out: str | Path | None, resume: bool = False, overwrite: bool =
 
 def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out: str | Path | None = None,
              resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False,
-             save_maps: bool = False) -> list[RunRecord]:
+             save_maps: bool = False, save_models: bool = False) -> list[RunRecord]:
     """Run ``cells`` (the ``shard = (i, n)`` slice: every n-th from the i-th), skipping with ``resume`` the cells
     whose planned rows ``out`` holds; each finished cell's rows are stamped (commit, versions, wall time) and added
-    to ``out`` at once, atomically. Returns the new records."""
+    to ``out`` at once, atomically. ``save_maps`` / ``save_models``: each run's kept maps and trained model beside
+    ``out`` (``OUT_maps/``, ``OUT_models/``). Returns the new records."""
     from .training import read_results, write_json
 
     done = check_output(out, resume, overwrite)
-    if save_maps and out is None:
-        raise ValueError("--save-maps writes beside the results file: add --out RESULTS.json (maps go to RESULTS_maps/)")
+    for flag, on in (("--save-maps", save_maps), ("--save-models", save_models)):
+        if on and out is None:
+            raise ValueError(f"{flag} writes beside the results file: add --out RESULTS.json (they go to "
+                             f"RESULTS_{flag.split('-')[-1]}/)")
     if shard:
         cells = cells[shard[0]::shard[1]]
     if out is not None and overwrite:
@@ -240,6 +255,8 @@ def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out
             r.wall_seconds = r.wall_seconds if r.wall_seconds is not None else round(time.perf_counter() - t0, 2)
             if save_maps and r.gallery is not None:
                 _save_gallery(out, r, resume or overwrite)
+            if save_models and r.model is not None:
+                save_model(out, r.model, resume or overwrite)
         if out is not None:
             write_json(out, read_results(out) + [r.to_row() for r in records])
         new += records
@@ -269,6 +286,28 @@ def _save_gallery(out: Path, record: RunRecord, replace: bool) -> None:
     row = record.to_row()
     meta = {**{k: row[k] for k in GALLERY_META if k in row}, **g.meta}
     gallery.save(path, g.test, gallery.pick(g.test, g.scores), g.scores, g.maps, meta)
+
+
+def models_dir(results_file: str | Path) -> Path:
+    """Where ``run ... --out RESULTS.json --save-models`` writes its models: ``RESULTS_models/``."""
+    results_file = Path(results_file)
+    return results_file.with_name(results_file.stem + "_models")
+
+
+def save_model(out: Path, saved: SavedModel, replace: bool) -> Path:
+    """``--save-models``: the run's model in ``OUT_models/<run>.pt``, by its method's ``save``. A file already there
+    belongs to an earlier run: kept unless --resume or --overwrite says otherwise."""
+    import importlib
+
+    from .gallery import file_name
+
+    path = models_dir(out) / file_name(*saved.parts).replace(".npz", ".pt")
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path} exists (the model of an earlier run): pass --resume or --overwrite to replace "
+                              "it, or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    importlib.import_module(f"adlkit.methods.{saved.method}").save(saved.model, path, overwrite=True)
+    return path
 
 
 # ----------------------------------------------------------------------------- configs from the command line
