@@ -1,12 +1,16 @@
 # adlkit - every target bootstraps its environment first:
-#   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,offline,elpv,teach]");
+#   * inside an active virtualenv or conda env, it installs adlkit there (pip install -e ".[dev,notebooks,offline,elpv,teach]");
 #   * otherwise it creates ./.venv with pip and installs there.
 # Targets: make run (FULL=1 for full mode) | make test | make lab | make figures | make assignments | make book | make clean
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-EXTRAS ?= dev,offline,elpv,teach
+EXTRAS ?= dev,notebooks,offline,elpv,teach
 FULL ?= 0
+# TORCH=cpu: install PyTorch's CPU-only wheels first (about 200 MB instead of 2.5 GB of CUDA libraries on Linux;
+# a laptop without an NVIDIA GPU loses nothing). Needs download.pytorch.org; PyPI's torch is used otherwise.
+TORCH ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 ifneq ($(VIRTUAL_ENV),)
   ENV_DIR := $(VIRTUAL_ENV)
@@ -26,6 +30,9 @@ bootstrap: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(PY)" ]; then echo ">> creating $(ENV_DIR) with $(PYTHON) -m venv"; $(PYTHON) -m venv $(ENV_DIR); fi
+	@if [ "$(TORCH)" = "cpu" ]; then echo ">> CPU-only PyTorch from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install --disable-pip-version-check -q "torch>=2.1" "torchvision>=0.16" --index-url $(TORCH_CPU_INDEX); \
+	elif [ -n "$(TORCH)" ]; then echo "TORCH=$(TORCH): only TORCH=cpu is known (or leave it unset)"; exit 2; fi
 	@echo ">> installing adlkit[$(EXTRAS)] into $(ENV_DIR) (first time: a few minutes, PyTorch is large)"
 	@t0=$$(date +%s); \
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }; \

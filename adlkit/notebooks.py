@@ -62,8 +62,13 @@ def execute_notebook(path: str | Path, out_dir: str | Path, timeout: int = 1800)
     and its process has exited, also when a cell failed or timed out or the kernel died.
     """
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    try:
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    except ImportError as err:
+        raise ImportError(f"executing notebooks needs nbclient and ipykernel ({err}): pip install 'adlkit[notebooks]'"
+                          ) from None
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)

@@ -29,7 +29,8 @@ def _conda_packages():
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_deps = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    pip_deps = project["dependencies"] + extras["notebooks"] + extras["dev"]
     pip_names = {_name(d) for d in pip_deps}
     conda = _conda_packages()
     assert set(conda) == pip_names, (
