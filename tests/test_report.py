@@ -422,3 +422,18 @@ def test_the_protocol_section_pairs_each_detector_across_the_two_protocols_and_s
     assert "PatchCore 0.804 against ADL 0.924" in text
     assert "leak-free, the kNN is ahead of DL and ADL at every level run (10%); leaky, it is behind both at every" in text
     assert "costs the kNN up to 0.260" in text and "at most 0.010" in text
+
+
+def test_per_class_rows_average_seeds_class_by_class():
+    def run(cat, seed, auroc, **extra):
+        return {"method": "knn", "dataset": "synthetic", "category": cat, "seed": seed, "contamination": 0.0,
+                "image_size": 256, "leaky": False, "image_AUROC": auroc, **extra}
+
+    results = {"cli_knn.json": [run("tile", 0, 0.9), run("tile", 1, 0.8), run("fabric", 0, 0.7),
+                                run("tile", 0, 0.1, image_size=128)]}  # another setting: not in the kNN 0% line
+    classes, lines = R.per_class_rows(results)
+    assert classes == ["fabric", "tile"] and [line["setting"] for line in lines] == ["kNN, 0%"]
+    mean, std, n = lines[0]["tile"]
+    assert (round(mean, 6), round(std, 6), n) == (0.85, 0.05, 2) and lines[0]["fabric"][2] == 1
+    table = "\n".join(R._per_class_table(results, "image_AUROC"))
+    assert "| kNN, 0% | 0.700 (1) | 0.850 ± 0.050 (2) | `cli_knn.json` |" in table
