@@ -585,7 +585,8 @@ def test_training_setting_is_a_grid_option_recorded_in_every_row(small_root, tmp
         ("neck", "neck", False), ("top-stage", "top-stage", False)]
     # rows made before the setting existed have no "training": collect reads it from train_backbone
     old = {k: v for k, v in rows[0].items() if k != "training"}
-    assert runs.field_of(old, "training") == "frozen" and runs.field_of({**old, "train_backbone": True}, "training") == "end-to-end"
+    assert runs.field_of(old, "training") == "frozen"
+    assert runs.field_of({**old, "train_backbone": True}, "training") == "end-to-end"
     table = runs.collect_rows(rows)
     assert sorted(line["training"] for line in table) == ["neck", "top-stage"]
     with pytest.raises(SystemExit):
