@@ -56,7 +56,7 @@ def reference_stats(m: int = 5000, mu: float = 0.0, sigma: float = 1.0, generato
     DevNet draws a fresh reference set at every step, so (mean, std) fluctuate around (mu, sigma)
     by about sigma / sqrt(m); pass a generator to make them reproducible.
 
-    Derived in notebook 02, section 1 (a Gaussian prior for normal scores).
+    Derived in notebook 02, §1 (a Gaussian prior for normal scores).
     """
     if m < 2:
         raise ValueError(f"m must be at least 2 to have a standard deviation; got {m}")
@@ -78,7 +78,7 @@ def deviation_loss(z: torch.Tensor, y: torch.Tensor, margin: float = 5.0, reduct
     Normal samples (y = 0) are pulled to the reference mean (z = 0); anomalies (y = 1) are pushed at
     least ``margin`` standard deviations above it - beyond a one-sided 99.99997% interval for 5.
 
-    Derived in notebook 02, section 2 (the deviation loss, eq. 4).
+    Derived in notebook 02, §2 (the deviation loss, eq. 4).
     """
     y = y.to(z.dtype)
     return _reduce((1 - y) * z.abs() + y * F.relu(margin - z), reduction)
@@ -89,7 +89,7 @@ def soft_deviation_loss(z: torch.Tensor, p: torch.Tensor, margin: float = 5.0, r
 
     ``p`` is detached: it is a soft label, not a path for gradients. With p in {0, 1} this is eq. 4.
 
-    Derived in notebook 02, section 2 (the deviation loss, eq. 4).
+    Derived in notebook 02, §2 (the deviation loss, eq. 4).
     """
     p = p.detach().to(z.dtype)
     return _reduce((1 - p) * z.abs() + p * F.relu(margin - z), reduction)
@@ -101,7 +101,7 @@ def top_k_mean(patch_scores: torch.Tensor, ratio: float = 0.1) -> torch.Tensor:
     ``patch_scores`` is [B, ...] (e.g. [B, 1, h, w]); returns [B]. Ties are harmless: the k largest
     values are the same whichever tied patch is picked.
 
-    Derived in notebook 02, section 3 (top-K pooling, eq. 2).
+    Derived in notebook 02, §3 (top-K pooling, eq. 2).
     """
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1]; got {ratio}")

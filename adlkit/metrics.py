@@ -57,7 +57,7 @@ def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
 def image_auroc(scores, labels) -> float:
     """Area under the ROC curve of image scores (higher score = more anomalous).
 
-    Derived in notebook 00, section 5 (metrics primer)."""
+    Derived in notebook 00, §5 (metrics primer)."""
     y = _check_labels(_np(labels), "labels")
     return float(roc_auc_score(y, _check_scores(_np(scores), y.size, "image_auroc")))
 
@@ -65,7 +65,7 @@ def image_auroc(scores, labels) -> float:
 def image_aupr(scores, labels) -> float:
     """Average precision (area under the precision-recall curve), anomalies as the positive class.
 
-    Derived in notebook 00, section 5 (metrics primer)."""
+    Derived in notebook 00, §5 (metrics primer)."""
     y = _check_labels(_np(labels), "labels")
     return float(average_precision_score(y, _check_scores(_np(scores), y.size, "image_aupr")))
 
@@ -106,7 +106,7 @@ def _maps_and_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
 def pixel_auroc(maps, masks) -> float:
     """ROC AUC over every pixel of every image.
 
-    Derived in notebook 00, section 5 (metrics primer)."""
+    Derived in notebook 00, §5 (metrics primer)."""
     maps, masks = _maps_and_masks(maps, masks)
     return image_auroc(maps.ravel(), masks.ravel())
 
@@ -114,7 +114,7 @@ def pixel_auroc(maps, masks) -> float:
 def pixel_aupr(maps, masks) -> float:
     """Average precision over every pixel of every image.
 
-    Derived in notebook 00, section 5 (metrics primer)."""
+    Derived in notebook 00, §5 (metrics primer)."""
     maps, masks = _maps_and_masks(maps, masks)
     return image_aupr(maps.ravel(), masks.ravel())
 
@@ -127,7 +127,7 @@ def pro_curve(maps, masks) -> tuple[np.ndarray, np.ndarray]:
     Computed in one sort: a region pixel adds ``1 / (n_regions * region_size)`` to PRO, a normal
     pixel ``1 / n_normal`` to FPR, and the curves are cumulative sums in descending score order.
 
-    Derived in notebook 00, section 5 (metrics primer).
+    Derived in notebook 00, §5 (metrics primer).
     """
     maps, masks = _maps_and_masks(maps, masks)
     weight_pro = np.zeros(maps.shape, dtype=np.float64)
@@ -166,7 +166,7 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
     The curve is integrated with the trapezoidal rule and cut exactly at ``fpr_limit`` by linear
     interpolation, as in the MVTec AD evaluation code.
 
-    Derived in notebook 00, section 5 (metrics primer).
+    Derived in notebook 00, §5 (metrics primer).
     """
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must be in (0, 1]; got {fpr_limit}.")

@@ -71,7 +71,7 @@ def alpha_weights(losses, alpha: float = 0.1, lam: float = 0.1) -> torch.Tensor:
     samples with L_i >= lambda / (alpha - 1) to weight 0; if it clips all of them, the weight goes to
     the lowest-loss sample(s), the limit of the formula as the last one is clipped.
 
-    Derived in notebook 03, section 2 (the per-minibatch problem and its closed forms).
+    Derived in notebook 03, §2 (the per-minibatch problem and its closed forms).
     """
     x = _losses(losses)
     logw = _log_weights(x.double(), float(alpha), float(lam))
@@ -83,21 +83,21 @@ def alpha_weights(losses, alpha: float = 0.1, lam: float = 0.1) -> torch.Tensor:
 def kl_weights(losses, lam: float = 0.1) -> torch.Tensor:
     """Eq. 8: w_i ∝ exp(-L_i / lambda) (a softmax of -L / lambda).
 
-    Derived in notebook 03, section 2 (the per-minibatch problem and its closed forms)."""
+    Derived in notebook 03, §2 (the per-minibatch problem and its closed forms)."""
     return alpha_weights(losses, alpha=1.0, lam=lam)
 
 
 def reverse_kl_weights(losses, lam: float = 0.1) -> torch.Tensor:
     """Eq. 9: w_i ∝ 1 / (L_i + lambda).
 
-    Derived in notebook 03, section 2 (the per-minibatch problem and its closed forms)."""
+    Derived in notebook 03, §2 (the per-minibatch problem and its closed forms)."""
     return alpha_weights(losses, alpha=0.0, lam=lam)
 
 
 def instance_weights(losses, method: str = "alpha", lam: float = 0.1, alpha: float = 0.1) -> torch.Tensor:
     """Dispatch by name: ``"kl"``, ``"reverse_kl"``, ``"alpha"`` or ``"uniform"`` (burn-in, or reweighting off).
 
-    Derived in notebook 03, section 3 (weight against loss)."""
+    Derived in notebook 03, §3 (weight against loss)."""
     if method == "kl":
         return kl_weights(losses, lam)
     if method == "reverse_kl":
@@ -132,7 +132,7 @@ def batch_weights(losses: torch.Tensor, labels: torch.Tensor, method: str = "alp
     """The weights a training step uses: one :func:`instance_weights` over the whole minibatch (eqs. 7 and
     11, the default), or with ``within_label=True`` adlkit's option :func:`weights_within_labels`.
 
-    Derived in notebook 03, section 5 (reweighting while training)."""
+    Derived in notebook 03, §5 (reweighting while training)."""
     if within_label:
         return weights_within_labels(losses, labels, method, lam, alpha)
     return instance_weights(losses, method, lam, alpha)
@@ -158,7 +158,7 @@ def equivalent_strength(losses, alpha: float, lam: float) -> float:
     with lambda = (1 - alpha) nu + tau; sum w = 1 then fixes tau = [mean_i ((1-alpha) L_i + lambda)^{1/(alpha-1)}]^{alpha-1}.
     For KL (alpha = 1), tau = lambda.
 
-    Derived in notebook 03, section 4 (the closed forms solve eq. 7, numerically).
+    Derived in notebook 03, §4 (the closed forms solve eq. 7, numerically).
     """
     x = _losses(losses).double().numpy()
     if alpha == 1.0:
@@ -172,7 +172,7 @@ def equivalent_strength(losses, alpha: float, lam: float) -> float:
 def solve_numerically(losses, alpha: float, tau: float) -> np.ndarray:
     """Solve eq. 7, min_w sum w_i L_i + tau D_alpha(w || u) on the simplex, with scipy's SLSQP.
 
-    Derived in notebook 03, section 4 (the closed forms solve eq. 7, numerically)."""
+    Derived in notebook 03, §4 (the closed forms solve eq. 7, numerically)."""
     from scipy.optimize import minimize
 
     x = _losses(losses).double().numpy()

@@ -181,3 +181,23 @@ def test_the_student_bundle_holds_the_release_and_the_library_and_no_solutions(t
     assert not any(n.startswith(("adlkit-course/notebooks/", "adlkit-course/assignments/", "adlkit-course/book/"))
                    for n in names)
     assert "adlkit-course/docs/students.md" in names and "adlkit-course/adlkit/grading.py" in names
+
+
+def test_the_adl_loss_hidden_test_catches_devnets_shared_step_too():
+    """ADL's step is DevNet's deviation step with ADL's switches: calling that one is calling the reference."""
+    cheat = '''
+from adlkit import losses
+from adlkit.methods.adl import _deviation_switches
+from adlkit.methods.deviation import deviation_step
+
+
+def adl_loss(out, labels, masks, mu_r, sd_r, target, config, after_burn_in):
+    terms = deviation_step(out["score"], out["logit"], labels, mu_r, sd_r, target if config.use_bce else None,
+                           after_burn_in, **_deviation_switches(config))
+    total = terms["total"]
+    if config.use_seg:
+        total = total + losses.focal_loss(out["seg"].float(), masks, gamma=config.focal_gamma, reduction="mean")
+    return total
+'''
+    with pytest.raises(ReferenceCallError, match="calls adlkit's own"):
+        _run_hidden("adl_loss", cheat)

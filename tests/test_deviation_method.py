@@ -1,9 +1,19 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
-from adlkit.methods.deviation import DeviationConfig, score_deviation, train_deviation_heads
+from adlkit.losses import deviation_loss, reference_stats
+from adlkit.methods.adl import ADLConfig, adl_step
+from adlkit.methods.deviation import (
+    DeviationConfig,
+    DeviationHeads,
+    deviation_step,
+    deviation_weights,
+    score_deviation,
+    train_deviation_heads,
+)
 from adlkit.metrics import image_auroc
 
 
@@ -51,8 +61,84 @@ def test_soft_switch_changes_the_optimised_loss_from_the_first_epoch():
 
 
 def test_defaults_normalise_weights_over_the_whole_minibatch():
-    assert DeviationConfig().within_label is False and DeviationConfig().as_adl().within_label is False
-    assert DeviationConfig(within_label=True, hard_burn_in=True).as_adl().hard_burn_in
+    assert DeviationConfig().within_label is False
+    losses = torch.tensor([0.1, 2.0, 0.3, 4.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    whole = deviation_weights(losses, labels, "alpha", 0.1, 0.1, within_label=False, after_burn_in=True)
+    within = deviation_weights(losses, labels, "alpha", 0.1, 0.1, within_label=True, after_burn_in=True)
+    assert torch.isclose(whole.sum(), torch.tensor(1.0)) and torch.isclose(within[2:].sum(), torch.tensor(0.5))
+    assert not torch.isclose(whole[2:].sum(), torch.tensor(0.5))
+    burn_in = deviation_weights(losses, labels, "alpha", 0.1, 0.1, within_label=False, after_burn_in=False)
+    assert torch.equal(burn_in, torch.full((4,), 0.25))
+
+
+def test_the_step_with_its_defaults_is_devnets_loss():
+    g = torch.Generator().manual_seed(0)
+    s, y = torch.rand(8, generator=g) * 6, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    mu, sd = torch.tensor(0.1), torch.tensor(0.9)
+    terms = deviation_step(s, None, y, mu, sd, None, after_burn_in=True)
+    assert torch.allclose(terms["total"], deviation_loss((s - mu) / sd, y, reduction="mean"))
+    assert terms["l_bce"] is None and float(terms["bce"]) == 0.0
+    with pytest.raises(ValueError, match="logit"):
+        deviation_step(s, None, y, mu, sd, None, True, soft=True)
+
+
+def _as_adl(config):
+    """What ``DeviationConfig.as_adl`` was: the heads' switches as ADL's (no segmentation head, BCE on the labels)."""
+    return ADLConfig(margin=config.margin, topk_ratio=config.topk_ratio, m=config.m, use_soft=config.soft,
+                     use_bce=True, use_seg=False, use_reweight=config.reweight != "uniform",
+                     reweight=config.reweight if config.reweight != "uniform" else "alpha", lam=config.lam,
+                     alpha=config.alpha, within_label=config.within_label, hard_burn_in=config.hard_burn_in,
+                     burn_in=config.burn_in, bce_target="labels", seed=config.seed)
+
+
+def _train_through_adl_step(features, labels, config, groups):
+    """train_deviation_heads as it was before deviation.py owned the step: each step through ADL's adl_step."""
+    g = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        heads = DeviationHeads(features.shape[1], config.topk_ratio)
+    opt = torch.optim.Adam(heads.parameters(), lr=config.lr)
+    labels = labels.float()
+    history = {"l_dev": [], "l_bce": [], "weight_by_group": []}
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(labels), generator=g)
+        sums, counts = torch.zeros(3), torch.zeros(3)
+        l_dev_sum = l_bce_sum = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            f, y = features[idx], labels[idx]
+            s, _ = heads.score(f)
+            mu, sigma = reference_stats(config.m, generator=g)
+            logit = heads.cls(f)
+            terms = adl_step({"score": s, "logit": logit}, y, None, mu, sigma, y, _as_adl(config),
+                             epoch >= config.burn_in)
+            l_bce = torch.nn.functional.binary_cross_entropy_with_logits(logit.detach(), y, reduction="none")
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            sums.index_add_(0, groups[idx], terms["w_dev"].detach() * len(idx))
+            counts.index_add_(0, groups[idx], torch.ones_like(terms["w_dev"]))
+            l_dev_sum += terms["l_dev"].sum().item()
+            l_bce_sum += l_bce.sum().item()
+        history["l_dev"].append(l_dev_sum / len(labels))
+        history["l_bce"].append(l_bce_sum / len(labels))
+        history["weight_by_group"].append((sums / counts.clamp_min(1)).tolist())
+    return heads, history
+
+
+@pytest.mark.parametrize("changes", [{}, dict(soft=True), dict(reweight="alpha", soft=True), dict(reweight="kl"),
+                                     dict(reweight="reverse_kl", within_label=True),
+                                     dict(soft=True, hard_burn_in=True, margin=10.0, reweight="alpha")],
+                         ids=["DevNet", "soft", "alpha", "kl", "reverse-kl-within", "authors"])
+def test_the_heads_train_exactly_as_they_did_through_adls_step(changes):
+    """deviation.py owns the step now (ADL imports it); the heads' training is unchanged, bit for bit."""
+    f, y, grp = _toy()
+    cfg = replace(DeviationConfig(epochs=4, burn_in=2, batch_size=32, lr=1e-2, m=500), **changes)
+    heads, hist = train_deviation_heads(f, y, cfg, grp)
+    ref, ref_hist = _train_through_adl_step(f, y, cfg, grp)
+    assert all(torch.equal(a, b) for a, b in zip(heads.state_dict().values(), ref.state_dict().values()))
+    assert all(hist[k] == ref_hist[k] for k in ("l_dev", "l_bce", "weight_by_group"))
 
 
 def test_training_leaves_the_global_random_state_alone():

@@ -56,7 +56,7 @@ class TensorCache:
 def cache_tensors(dataset: ImageDataset, device: torch.device | str = "cpu", workers: int = 4) -> TensorCache:
     """Decode and resize every image of ``dataset`` once; return them as tensors on ``device``.
 
-    Derived in notebook 00, section 3 (a tensor cache)."""
+    Derived in notebook 00, §3 (a tensor cache)."""
     if dataset.image_size is None:
         raise ValueError("cache_tensors needs a fixed image_size (the dataset has image_size=None).")
 

@@ -35,7 +35,7 @@ __all__ = ["ContaminationReport", "FewShotReport", "OpenSetSplit", "ProtocolSpli
 def n_contaminated(ratio: float, n_good: int) -> int:
     """n_c = floor(epsilon / (1 - epsilon) * N_good): the anomalies that make up ``ratio`` of the new set.
 
-    Derived in notebook 00, section 4 (contamination: anomalies hiding in the normal training set)."""
+    Derived in notebook 00, §4 (contamination: anomalies hiding in the normal training set)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"contamination ratio must be in [0, 1) (e.g. 0.1 for 10%); got {ratio}")
     return int(math.floor(ratio / (1.0 - ratio) * n_good + 1e-9))
@@ -73,7 +73,7 @@ def contaminate(train: ImageDataset, test: ImageDataset, ratio: float, seed: int
     With several classes in the datasets, each class is contaminated at the same ratio from its own
     anomalies. Raises when a class has too few anomalies for the ratio asked.
 
-    Derived in notebook 00, section 4 (contamination: anomalies hiding in the normal training set).
+    Derived in notebook 00, §4 (contamination: anomalies hiding in the normal training set).
     """
     n_c_total = 0
     rng = np.random.default_rng(seed)

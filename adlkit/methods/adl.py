@@ -12,7 +12,8 @@ and concatenated, with three heads on top (:class:`ADLHeads`):
 
 Algorithm 1, as :func:`train_adl` runs it. Each step takes a batch of n normal-labelled training
 images (clean or, unknown to the learner, contaminated) and n Perlin pseudo-anomalies with their
-masks (:func:`sample_batch`), then :func:`adl_step` computes:
+masks (:func:`sample_batch`), then :func:`adl_step` computes (steps 1-4 and the first two sums of 6 are
+DevNet's deviation step with ADL's switches, :func:`adlkit.methods.deviation.deviation_step`; ADL adds 5):
 
 1. z = (s - mu_R) / sigma_R with (mu_R, sigma_R) from m reference draws r ~ N(0, 1)   (eq. 3)
 2. l_soft = soft deviation (eq. 5) with p = sigmoid(classification logit), detached, in *every* epoch
@@ -100,21 +101,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics, training
+from .. import metrics, modelfile, training
 from ..config import cache_dir
-from ..data import ImageDataset, cache_tensors
+from ..data import ImageDataset, cache_tensors, protocol_split
 from ..features import backbone_key, features, featurize, images_key, remember
-from ..losses import deviation_loss, focal_loss, reference_stats, soft_deviation_loss, z_score
+from ..losses import focal_loss, reference_stats
+from ..models.backbone import BACKBONES, STRIDES, conv1x1_on_levels
 from ..models.backbone import backbone as make_backbone
-from ..models.backbone import conv1x1_on_levels
 from ..models.heads import ClassificationHead, TopKScoreHead
 from ..models.shared import SHARED_PARTS, SharedNeck, TopStage
-from ..reweight import batch_weights
 from ..synth import PseudoAnomaly
+from .deviation import REWEIGHTS, deviation_step
 
-__all__ = ["ADLConfig", "ABLATIONS", "ADLHeads", "ADLModel", "ADLData", "PseudoPool", "featurize", "pseudo_pool",
-           "prepare_data", "sample_batch", "bce_target", "adl_step", "kmeans_labels", "train_adl", "score_adl",
-           "run_contaminated", "load_checkpoint"]
+__all__ = ["ADLConfig", "ABLATIONS", "BCE_TARGETS", "ADLHeads", "ADLModel", "ADLData", "PseudoPool", "featurize",
+           "pseudo_pool", "prepare_data", "sample_batch", "bce_target", "adl_step", "kmeans_labels", "train_adl",
+           "score_adl", "run_contaminated", "load_checkpoint",
+           "Config", "fit", "predict", "save", "load", "run", "model_state", "model_from_state"]
+
+BCE_TARGETS = ("alternate", "labels", "kmeans_or_labels")  # the classification head's target (bce_target)
 
 
 @dataclass
@@ -165,12 +169,16 @@ class ADLConfig:
     seed: int = 0
 
     def __post_init__(self):
+        """Every field checked once, here, with the fix (the model, the step and the loop then trust them)."""
         if self.shared not in SHARED_PARTS:
             raise ValueError(f"shared must be one of {SHARED_PARTS}; got {self.shared!r}")
         if self.shared != "none" and self.train_backbone:
             raise ValueError(f"shared={self.shared!r} is a frozen-backbone setting; with train_backbone=True the whole "
                              "backbone already trains. Fix: train_backbone=False (CLI: --training "
                              f"{self.shared}) or shared='none'")
+        _check_model_fields(self)
+        _check_loss_fields(self)
+        _check_loop_fields(self)
 
     @property
     def training(self) -> str:
@@ -185,6 +193,9 @@ class ADLConfig:
         return cls(**{"margin": 10.0, "bce_target": "kmeans_or_labels", "hard_burn_in": True, **changes})
 
     def ablation(self, name: str):
+        """This config with the switches of a Table 2 row (:data:`ABLATIONS`).
+
+        Derived in notebook 04, §6 (Ablation (Table 2), at 10% contamination)."""
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; rows: {list(ABLATIONS)}")
         return replace(self, **ABLATIONS[name])
@@ -193,6 +204,62 @@ class ADLConfig:
         """The Table 2 row these switches make, or None when they match no row."""
         switches = {k: getattr(self, k) for k in ("use_reweight", "use_bce", "use_soft", "use_seg")}
         return next((name for name, row in ABLATIONS.items() if row == switches), None)
+
+
+def _check_model_fields(c: ADLConfig) -> None:
+    """What building the model checks (the backbone, TopStage), checked before anything is built."""
+    if c.backbone != "auto" and c.backbone not in BACKBONES:
+        raise ValueError(f"backbone must be 'auto' or one of {BACKBONES}; got {c.backbone!r}. Fix: "
+                         "backbone='efficientnet_lite0' (CPU) or 'resnet18' (the paper)")
+    if c.pretrained not in (True, False, "auto"):
+        raise ValueError(f"pretrained must be True, False or 'auto'; got {c.pretrained!r}")
+    levels = tuple(sorted({int(level) for level in c.layers}))
+    if not levels or not set(levels) <= set(STRIDES):
+        raise ValueError(f"layers must be backbone levels among {tuple(STRIDES)}; got {c.layers!r}. Fix: layers=(2, 3, 4)")
+    if c.top_stage_bn not in ("eval", "train"):
+        raise ValueError(f"top_stage_bn must be 'eval' (ImageNet's running statistics) or 'train'; got "
+                         f"{c.top_stage_bn!r}")
+    if c.shared == "top-stage" and levels[-2:] != (3, 4):
+        raise ValueError(f"shared='top-stage' needs the backbone's last two levels to be 3 and 4; got layers "
+                         f"{c.layers!r}. Fix: layers=(2, 3, 4)")
+    if c.neck_width < 1 or c.image_size < 1:
+        raise ValueError(f"neck_width and image_size must be at least 1; got {c.neck_width}, {c.image_size}")
+
+
+def _check_loss_fields(c: ADLConfig) -> None:
+    """What the losses, the weights and the BCE target check where they are used."""
+    if not 0 < c.topk_ratio <= 1:
+        raise ValueError(f"topk_ratio must be in (0, 1]; got {c.topk_ratio}. Fix: topk_ratio=0.1 (eq. 2)")
+    if c.m < 2:
+        raise ValueError(f"m (reference draws, eq. 3) must be at least 2; got {c.m}. Fix: m=5000")
+    if c.margin <= 0:
+        raise ValueError(f"margin (gamma of eqs. 4-5) must be > 0; got {c.margin}. Fix: margin=5.0 (the paper)")
+    if c.focal_gamma < 0 or c.seg_loss_size < 0:
+        raise ValueError(f"focal_gamma and seg_loss_size must be >= 0; got {c.focal_gamma}, {c.seg_loss_size}")
+    if c.reweight not in REWEIGHTS:
+        raise ValueError(f"reweight must be one of {REWEIGHTS}; got {c.reweight!r}. Fix: reweight='alpha' (eq. 10), "
+                         "or use_reweight=False for uniform weights")
+    if c.lam <= 0:
+        raise ValueError(f"lam (lambda of eqs. 8-10) must be > 0; got {c.lam}. Fix: lam=0.1 (the paper)")
+    if c.bce_target not in BCE_TARGETS:
+        raise ValueError(f"bce_target must be one of {BCE_TARGETS}; got {c.bce_target!r}. Fix: bce_target='alternate' "
+                         "(the paper) or 'kmeans_or_labels' (the authors' code)")
+    if not 0 <= c.kmeans_probability <= 1:
+        raise ValueError(f"kmeans_probability must be in [0, 1]; got {c.kmeans_probability}. Fix: 0.6 (authors' code)")
+
+
+def _check_loop_fields(c: ADLConfig) -> None:
+    """What the training loop and the pseudo-anomaly synthesis check where they are used."""
+    if c.epochs < 1 or c.steps_per_epoch < 1 or c.n_normal < 1 or c.n_pseudo < 1 or c.pool_size < 1:
+        raise ValueError(f"epochs, steps_per_epoch, n_normal, n_pseudo and pool_size must be at least 1; got "
+                         f"{c.epochs}, {c.steps_per_epoch}, {c.n_normal}, {c.n_pseudo}, {c.pool_size}")
+    if c.burn_in < 0:
+        raise ValueError(f"burn_in must be at least 0 epochs; got {c.burn_in}. Fix: burn_in=2 (module docstring)")
+    if c.lr <= 0:
+        raise ValueError(f"lr must be > 0; got {c.lr}. Fix: lr=2e-4 (the paper)")
+    lo, hi = c.beta_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"beta_range must satisfy 0 <= low <= high <= 1; got {c.beta_range}. Fix: (0.1, 1.0) (ADL)")
 
 
 # Table 2 (its columns, left to right): the switches of each row, as the paper's table ticks them.
@@ -213,6 +280,8 @@ class ADLHeads(nn.Module):
 
     The score head and the segmentation head's first layer are 1x1 convolutions of the concatenated,
     upsampled levels; they are computed level by level (``conv1x1_on_levels``, the same numbers).
+
+    Derived in notebook 04, §1 (The model, piece by piece).
     """
 
     def __init__(self, channels: list[int], topk_ratio: float = 0.1, seg_hidden: int = 64):
@@ -234,11 +303,17 @@ class ADLHeads(nn.Module):
 
 
 class ADLModel(nn.Module):
-    """Backbone + :class:`ADLHeads`; ``forward(images [B, 3, H, W] in [0, 1])`` -> score, patch, logit, seg."""
+    """Backbone + :class:`ADLHeads`; ``forward(images [B, 3, H, W] in [0, 1])`` -> score, patch, logit, seg.
+
+    ``history``: the training history, once :func:`fit` (or :func:`load`) has attached it.
+
+    Derived in notebook 04, §1 (The model, piece by piece).
+    """
 
     def __init__(self, config: ADLConfig):
         super().__init__()
         self.config = config
+        self.history: dict | None = None
         self.backbone = make_backbone(config.backbone, pretrained=config.pretrained, layers=config.layers,
                                       normalize=config.normalize_input)
         self.frozen = not config.train_backbone
@@ -354,6 +429,8 @@ def prepare_data(config: ADLConfig, model: ADLModel, train: ImageDataset, device
     contamination level of a seed trains on the same pseudo-anomalies (a controlled comparison, and
     one pool to featurise instead of one per level); contamination still enters through the
     normal-labelled images, as in the paper.
+
+    Derived in notebook 04, §3 (The training loop).
     """
     if train.image_size != config.image_size:
         raise ValueError(f"dataset image_size {train.image_size} != config.image_size {config.image_size}")
@@ -383,6 +460,8 @@ def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
 
     End to end, the pseudo-anomalies are made now on other normal-labelled images; frozen, they are
     drawn from the pool. Returns ``inputs`` (images or levels), ``masks``, ``labels`` and ``normal_index``.
+
+    Derived in notebook 04, §3 (The training loop, step 1).
     """
     if data.pool is not None:
         normal_index = torch.randint(len(data), (config.n_normal,), generator=gens["cpu"])
@@ -405,7 +484,9 @@ def sample_batch(data: ADLData, config: ADLConfig, gens: dict) -> dict:
 
 def forward(model: ADLModel, inputs, size: int, seg: bool = True) -> dict:
     """The model on a batch's inputs: images (end to end) or cached levels (frozen: the heads only);
-    the anomaly map comes out at ``size`` x ``size``."""
+    the anomaly map comes out at ``size`` x ``size``.
+
+    Derived in notebook 04, §3 (The training loop, step 2)."""
     return model.from_levels(inputs, (size, size), seg) if isinstance(inputs, list) else model(inputs, seg, (size, size))
 
 
@@ -432,6 +513,8 @@ def bce_target(config: ADLConfig, step: int, scores: torch.Tensor, labels: torch
     of the batch's scores on odd steps. ``"kmeans_or_labels"`` (authors' code): max(k-means, y) with
     probability ``kmeans_probability`` (one draw from ``generator``), else y. With ``hard_burn_in``
     (authors' code) the target is y during burn-in (``after_burn_in=False``).
+
+    Derived in notebook 04, §3 (The training loop, step 4); the targets are §2's item 3 (eq. 6).
     """
     if not config.use_bce:
         return None
@@ -442,15 +525,9 @@ def bce_target(config: ADLConfig, step: int, scores: torch.Tensor, labels: torch
         return y
     if config.bce_target == "alternate":
         return y if step % 2 == 0 else kmeans_labels(scores)
-    if config.bce_target == "kmeans_or_labels":
-        draw = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
-        return torch.maximum(kmeans_labels(scores), y) if draw.item() < config.kmeans_probability else y
-    raise ValueError(f"bce_target must be 'alternate', 'labels' or 'kmeans_or_labels'; got {config.bce_target!r}")
-
-
-def _weights(losses, labels, config: ADLConfig, after_burn_in: bool) -> torch.Tensor:
-    method = config.reweight if (config.use_reweight and after_burn_in) else "uniform"
-    return batch_weights(losses.float(), labels, method, config.lam, config.alpha, config.within_label)
+    # "kmeans_or_labels" (ADLConfig checks that bce_target is one of BCE_TARGETS)
+    draw = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
+    return torch.maximum(kmeans_labels(scores), y) if draw.item() < config.kmeans_probability else y
 
 
 def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.Tensor, sd_r: torch.Tensor,
@@ -462,33 +539,37 @@ def adl_step(out: dict, labels: torch.Tensor, masks: torch.Tensor, mu_r: torch.T
     labelled, 1 pseudo-anomaly); ``masks`` [B, 1, H, W]; ``mu_r``, ``sd_r``: reference statistics (eq. 3);
     ``target``: the BCE target (:func:`bce_target`). ``after_burn_in``: weights by eqs. 8-10 (else uniform);
     with ``hard_burn_in`` also l_soft instead of l_dev. Returns ``dev``, ``bce``, ``seg`` (scalars, 0 when
-    switched off), ``total`` (what is optimised), and per sample ``l_dev`` and its weights ``w_dev``.
+    switched off), ``total`` (what is optimised), and per sample ``l_dev``, its weights ``w_dev`` and ``l_bce``
+    (None when the BCE head is off).
     ``seg_rows`` (bool [B], default all): the rows whose masks the focal loss learns from (multi-cue ADL leaves
     out labelled anomalies that carry image labels only).
+
+    Eqs. 3-5 and 7-11 are DevNet's deviation step with ADL's switches
+    (:func:`adlkit.methods.deviation.deviation_step`): l_soft needs the classification head's p, so rows
+    without BCE use l_dev; weights are uniform unless ``use_reweight``. ADL adds the focal loss.
+
+    Derived in notebook 04, §2 (One training step of Algorithm 1, Exercise 1: the loss of one step).
     """
-    y = labels.float()
-    z = z_score(out["score"].float(), mu_r, sd_r)  # eq. 3
-    p = torch.sigmoid(out["logit"].float())
-    if config.use_soft and config.use_bce and (after_burn_in or not config.hard_burn_in):
-        l_dev = soft_deviation_loss(z, p, config.margin)  # eq. 5 (p is detached inside): every epoch (Algorithm 1)
-    else:
-        l_dev = deviation_loss(z, y, config.margin)  # eq. 4: rows without l_soft; burn-in with hard_burn_in
-    w_dev = _weights(l_dev, labels, config, after_burn_in)  # eqs. 8-10 (uniform in burn-in)
-    zero = out["score"].new_zeros(())
-    terms = {"dev": (w_dev * l_dev).sum(), "l_dev": l_dev.detach(), "w_dev": w_dev, "bce": zero, "seg": zero}
-    if config.use_bce:
-        if target is None:
-            raise ValueError("use_bce is on: pass the BCE target (adlkit.methods.adl.bce_target)")
-        l_bce = F.binary_cross_entropy_with_logits(out["logit"].float(), target.float(), reduction="none")
-        terms["bce"] = (_weights(l_bce, labels, config, after_burn_in) * l_bce).sum()
+    if config.use_bce and target is None:
+        raise ValueError("use_bce is on: pass the BCE target (adlkit.methods.adl.bce_target)")
+    terms = deviation_step(out["score"], out["logit"], labels, mu_r, sd_r, target if config.use_bce else None,
+                           after_burn_in, **_deviation_switches(config))  # eqs. 3-5, 7-11
+    terms["seg"] = out["score"].new_zeros(())
     if config.use_seg:
         seg, target_masks = out["seg"].float(), masks
         if seg_rows is not None and not bool(seg_rows.all()):
             rows = seg_rows.to(seg.device)
             seg, target_masks = seg[rows], masks[rows]
         terms["seg"] = focal_loss(seg, target_masks, gamma=config.focal_gamma, reduction="mean")
-    terms["total"] = terms["dev"] + terms["bce"] + terms["seg"]
+    terms["total"] = terms["total"] + terms["seg"]  # eq. 11 plus the focal term
     return terms
+
+
+def _deviation_switches(config: ADLConfig) -> dict:
+    """ADL's Table 2 switches as the deviation step's (:data:`adlkit.methods.deviation.STEP_SWITCHES`)."""
+    return {"margin": config.margin, "soft": config.use_soft and config.use_bce,  # eq. 5 needs the BCE head's p
+            "reweight": config.reweight if config.use_reweight else "uniform", "lam": config.lam,
+            "alpha": config.alpha, "within_label": config.within_label, "hard_burn_in": config.hard_burn_in}
 
 
 def _contaminated_weight(terms: dict, batch: dict, data: ADLData, n_batch: int) -> tuple[float, int, float, int]:
@@ -510,7 +591,10 @@ def train_adl(config: ADLConfig, train: ImageDataset, device=None, checkpoint_di
     ``checkpoint_dir``: ``last.pt`` after every epoch, never replacing an existing one unless
     ``overwrite`` or ``resume``; a resumed run equals an uninterrupted one.
     ``history``: per-epoch mean losses and the mean weight (x batch size) given to contaminated vs clean
-    normal-labelled images, plus the training time.
+    normal-labelled images, plus the training time. :func:`fit` returns the model with the history attached.
+
+    Derived in notebook 04, §3 (The training loop: three steps written out equal these, parameter for
+    parameter) and §6b (A shared trainable part: the same loop in the neck and top-stage settings).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     gens = training.generators(config.seed, device)  # cpu: batches, reference draws, coins; device: synthesis
@@ -579,38 +663,20 @@ def load_checkpoint(path: str | Path, device="cpu", config_class=ADLConfig) -> d
 
 
 # ----------------------------------------------------------------------------- scoring
-@torch.no_grad()
-def predict(model: ADLModel, images: torch.Tensor, batch_size: int = 32) -> dict:
-    """Scores [N], patch scores, logits and anomaly maps [N, H, W] for uint8 or [0, 1] images; frozen
-    models reuse remembered features."""
-    model.eval()
-    outs = []
-    for chunk in images.split(batch_size):
-        x = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
-        maps = featurize(model.backbone, chunk) if model.frozen else model.backbone(x)
-        out = model.from_levels(maps, x.shape[-2:])
-        outs.append({k: v.float().cpu() for k, v in out.items()})
-    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]} if outs else {}
-
-
 def score_adl(model: ADLModel, test: ImageDataset, device=None, batch_size: int = 32) -> dict:
     """Image scores (the deviation score s) and anomaly maps, with the metrics they support.
 
     Maps come from the segmentation head when it was trained (``use_seg``), else from the score head's
-    patch scores upsampled to the input (``maps_from`` says which). Pixel metrics are computed over the
-    whole test set when it has masks.
+    patch scores upsampled to the input (``maps_from`` says which; :func:`predict` makes both). Pixel
+    metrics are computed over the whole test set when it has masks.
+
+    Derived in notebook 04, §4 (Clean vs contaminated, and what reweighting does).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cache = cache_tensors(test, device)
     out = predict(model, cache.images, batch_size)
-    size = cache.images.shape[-2:]
-    if model.config.use_seg:
-        maps, maps_from = out["seg"].softmax(1)[:, 1], "segmentation head"
-    else:
-        maps = F.interpolate(out["patch"], size=size, mode="bilinear", align_corners=False)[:, 0]
-        maps_from = "patch scores"
-    result = metrics.evaluate(out["score"], maps, cache.anomalous.cpu().numpy(), cache.masks[:, 0].cpu())
-    result["maps_from"] = maps_from
+    result = metrics.evaluate(out["score"], out["maps"], cache.anomalous.cpu().numpy(), cache.masks[:, 0].cpu())
+    result["maps_from"] = "segmentation head" if model.config.use_seg else "patch scores"
     return result
 
 
@@ -618,13 +684,101 @@ def run_contaminated(config: ADLConfig, train: ImageDataset, test: ImageDataset,
                      leaky: bool = False, **train_kwargs) -> dict:
     """ADL's protocol end to end: contaminate (seeded by ``config.seed``), train, score what is left.
 
-    Returns :func:`score_adl`'s result plus ``model``, ``history``, ``split`` (the
-    :class:`adlkit.data.ProtocolSplit`: reports, contaminated images, the test set that was scored).
-    """
-    from ..data import protocol_split
+    Returns :func:`score_adl`'s result plus ``model`` (its ``history`` attached, as :func:`fit` returns it),
+    ``history``, ``split`` (the :class:`adlkit.data.ProtocolSplit`: reports, contaminated images, the test set
+    that was scored).
 
+    Derived in notebook 04, §4 (Clean vs contaminated, and what reweighting does).
+    """
     split = protocol_split(train, test, ratio, seed=config.seed, leaky=leaky)
-    model, history = train_adl(config, split.train, device, pool_from=train, **train_kwargs)
+    model = fit(config, split.train, device, pool_from=train, **train_kwargs)  # train_adl, history attached
     result = score_adl(model, split.test, device)
-    result.update(model=model, history=history, split=split)
+    result.update(model=model, history=model.history, split=split)
     return result
+
+
+# ---- the common surface: Config, fit, predict, save, load, run
+Config = ADLConfig
+run = run_contaminated
+
+
+def fit(config: ADLConfig, train: ImageDataset, device=None, **kw) -> ADLModel:
+    """Train ADL on ``train`` (:func:`train_adl`, keyword arguments passed on) and return the trained model,
+    in eval mode, with :func:`train_adl`'s history as ``model.history``."""
+    model, history = train_adl(config, train, device, **kw)
+    model.history = history
+    return model
+
+
+@torch.no_grad()
+def predict(model: ADLModel, images: torch.Tensor, batch_size: int = 32) -> dict:
+    """The model on uint8 or [0, 1] float images [N, 3, S, S]; frozen models reuse remembered features.
+
+    Returns CPU float tensors: ``scores`` [N] (the deviation score s: higher = more anomalous), ``maps``
+    [N, S, S] (as :func:`score_adl` makes them: the segmentation head's softmax when ``use_seg``, else the
+    patch scores upsampled to the input), and the model's own outputs ``score`` [N] (= ``scores``),
+    ``patch`` [N, 1, S/8, S/8], ``logit`` [N] and ``seg`` [N, 2, S, S].
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, S, S] (uint8, or float in [0, 1]); got {tuple(images.shape)}")
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for chunk in images.split(batch_size):
+        x = (chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()).to(device)
+        maps = featurize(model.backbone, chunk) if model.frozen else model.backbone(x)
+        out = model.from_levels(maps, x.shape[-2:])
+        outs.append({k: v.float().cpu() for k, v in out.items()})
+    if not outs:
+        raise ValueError("predict needs at least one image")
+    out = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    out["scores"] = out["score"]
+    if model.config.use_seg:
+        out["maps"] = out["seg"].softmax(1)[:, 1]
+    else:
+        out["maps"] = F.interpolate(out["patch"], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return out
+
+
+def save(model: ADLModel, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the trained model to one file (:mod:`adlkit.modelfile`); an existing file is refused unless
+    ``overwrite``. ``state`` and ``meta`` are :func:`model_state`'s."""
+    if type(model.config) is not ADLConfig:
+        raise TypeError(f"adl.save writes ADL models; this one's config is a {type(model.config).__name__}: save it "
+                        "with its own method's save (the state is adl.model_state's)")
+    state, meta = model_state(model)
+    return modelfile.write(path, "adl", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> ADLModel:
+    """The model :func:`save` wrote, in eval mode on ``device`` (default CPU), its history attached: its
+    predictions equal the saved model's. A frozen ImageNet backbone is rebuilt from its name (its weights
+    must be available here, as for training; a checksum tells a different network apart)."""
+    config, state, meta = modelfile.read(path, "adl", ADLConfig, device)
+    return model_from_state(config, state, meta, path, device)
+
+
+def model_state(model: ADLModel) -> tuple[dict, dict]:
+    """(state, meta) of a model file: ``state`` = ``heads`` (the three heads' state dict), ``shared`` (the neck
+    or the top stage's copy, when ``config.shared``) and ``backbone`` (when it was fine-tuned end to end, or
+    has random weights that no name rebuilds); ``meta`` = the backbone's name, weights and checksum
+    (:func:`adlkit.modelfile.backbone_meta`) and ``history`` (``model.history``)."""
+    net = model.backbone
+    state = {"heads": modelfile.cpu_state(model.heads)}
+    if model.shared is not None:
+        state["shared"] = modelfile.cpu_state(model.shared)
+    state.update({"backbone": modelfile.cpu_state(net)} if not model.frozen else modelfile.backbone_state(net))
+    return state, {**modelfile.backbone_meta(net), "history": model.history}
+
+
+def model_from_state(config: ADLConfig, state: dict, meta: dict, path="the model file", device=None) -> ADLModel:
+    """The :class:`ADLModel` that :func:`model_state` describes, in eval mode on ``device`` (default CPU)."""
+    with torch.random.fork_rng(devices=[]):  # random inits that are overwritten: the global RNG is left alone
+        model = ADLModel(modelfile.rebuild_config(config, meta, stored="backbone" in state))
+    model.config = config
+    modelfile.restore_backbone(model.backbone, state.get("backbone"), meta, path)
+    if model.shared is not None:
+        model.shared.load_state_dict(state["shared"])
+    model.heads.load_state_dict(state["heads"])
+    model.history = meta.get("history")
+    return model.to(device if device is not None else "cpu").eval()

@@ -45,7 +45,10 @@ no base-model training: CDL becomes a w-weighted DevNet on the query batches.
 Declared departures (the result rows carry the config): ``base_optimizer="sgd"`` and ``base_loss="mean"``
 are the official code's base-model training (plain SGD steps p - 2e-4 grad on DevNet's batch-mean loss);
 ``psi_fc=0`` is its psi (BiLSTM -> ReLU -> prediction layer, no FC layer of 12); ``variant="authors"``
-(AUTHORS_VARIANT) uses all three.
+(AUTHORS_VARIANT) uses all three, and its training loop is kept apart (section "the authors' variant").
+
+The rows one run reports are :data:`ROWS` (what :func:`fit` trains for each, as switches) and
+:data:`ABLATIONS` (each row in words).
 """
 
 from __future__ import annotations
@@ -55,20 +58,30 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.cluster import KMeans
 from torch import nn
 
-from .. import metrics
+from .. import metrics, modelfile
+from ..config import cache_dir
+from ..data import cache_tensors, open_set_split
 from ..losses import deviation_loss, reference_stats, top_k_mean
+from ..models.backbone import BACKBONES, STRIDES
+from ..models.backbone import backbone as make_backbone
+from ..synth import PseudoAnomaly, cutmix, cutpaste
+from ..training import check_finite, save_atomic
 
-__all__ = ["ABLATIONS", "AUTHORS_VARIANT", "AHLConfig", "Episodes", "FeatureBank", "ImportanceLSTM", "adapt",
-           "build_features",
-           "devnet_loss", "drift", "fit", "hadg", "importance_weights", "importance_weights_authors", "meta_step",
-           "meta_step_authors", "phi_scores", "run_ahl", "score",
-           "task_losses", "token_bank", "tokens", "train_ahl", "train_devnet"]
+__all__ = ["ABLATIONS", "AUTHORS_VARIANT", "GENERATORS", "ROWS", "AHLConfig", "Episodes", "FeatureBank",
+           "ImportanceLSTM", "PsiSamples", "adapt", "authors_epoch", "authors_query_groups", "build_features",
+           "cdl_epoch", "devnet_loss", "drift", "fit", "fit_psi", "hadg", "importance_weights",
+           "importance_weights_authors", "init_theta", "meta_step", "meta_step_authors", "phi_scores",
+           "psi_samples", "run_ahl", "sample_balanced", "score", "task_losses", "task_weights", "token_bank",
+           "tokens", "train_ahl", "train_devnet",
+           "Config", "AHLModel", "predict", "save", "load", "run"]
 
 GENERATORS = ("cutmix", "cutpaste", "perlin")
 NORMAL, SEEN, PSEUDO = 0, 1, 2  # sample groups of a balanced batch (1/3 each)
@@ -132,10 +145,41 @@ class AHLConfig:
             raise ValueError(f"base_loss must be 'sum' or 'mean'; got {self.base_loss!r}")
         if self.history_k < 1 or self.base_steps < 0 or self.epochs < 1 or self.steps_per_epoch < 1:
             raise ValueError("history_k, epochs and steps_per_epoch must be at least 1 and base_steps at least 0")
+        # what building the backbone, the losses and psi check where they are used, checked here once
+        if self.backbone != "auto" and self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be 'auto' or one of {BACKBONES}; got {self.backbone!r}. Fix: "
+                             "backbone='efficientnet_lite0' (section 'CPU design')")
+        if self.pretrained not in (True, False, "auto"):
+            raise ValueError(f"pretrained must be True, False or 'auto'; got {self.pretrained!r}")
+        if self.layer not in STRIDES:
+            raise ValueError(f"layer must be a backbone level among {tuple(STRIDES)}; got {self.layer!r}. Fix: layer=4")
+        if not 0 < self.topk_ratio <= 1:
+            raise ValueError(f"topk_ratio must be in (0, 1]; got {self.topk_ratio}. Fix: topk_ratio=0.1 (DevNet)")
+        if self.m < 2:
+            raise ValueError(f"m (reference draws) must be at least 2; got {self.m}. Fix: m=5000")
+        if self.margin <= 0:
+            raise ValueError(f"margin (gamma of l_dev) must be > 0; got {self.margin}. Fix: margin=5.0")
+        if not 0 <= self.swap_probability <= 1:
+            raise ValueError(f"swap_probability must be in [0, 1]; got {self.swap_probability}. Fix: 0.5 (the code)")
+        if self.base_lr < 0 or self.outer_lr <= 0 or self.psi_lr <= 0:
+            raise ValueError(f"base_lr must be >= 0 and outer_lr, psi_lr > 0; got {self.base_lr}, {self.outer_lr}, "
+                             f"{self.psi_lr}")
+        if self.psi_hidden < 1 or self.psi_fc < 0 or self.psi_steps < 1:
+            raise ValueError(f"psi_hidden and psi_steps must be at least 1 and psi_fc at least 0; got "
+                             f"{self.psi_hidden}, {self.psi_steps}, {self.psi_fc}")
+        if self.authors_inner_steps < 0 or self.authors_query_batches < 1:
+            raise ValueError(f"authors_inner_steps must be >= 0 and authors_query_batches >= 1; got "
+                             f"{self.authors_inner_steps}, {self.authors_query_batches}")
 
     @property
     def n_tasks(self) -> int:
         return self.n_clusters * (self.n_clusters - 1)
+
+    def ablation(self, name: str) -> AHLConfig:
+        """The config :func:`fit` trains row ``name`` of :data:`ROWS` with (its AHLConfig switches applied)."""
+        if name not in ROWS:
+            raise ValueError(f"unknown AHL row {name!r}; rows: {list(ROWS)}")
+        return dataclasses.replace(self, **_config_switches(ROWS[name]))
 
 
 AUTHORS_VARIANT = """What ``variant="authors"`` changes (the official code, github.com/mala-lab/AHL, main.py):
@@ -152,7 +196,7 @@ AUTHORS_VARIANT = """What ``variant="authors"`` changes (the official code, gith
    gradient clipped to norm 1, StepLR (x 0.1 every 10 epochs)."""
 
 
-ABLATIONS = {  # the rows one run reports (same features, same episodes' data)
+ABLATIONS = {  # the rows one run reports (same features, same episodes' data), in words; ROWS: as switches
     "DevNet": "seen anomalies only, balanced batches",
     "DevNet + pseudo": "seen anomalies and the pseudo-anomalies of every generator",
     "AHL (uniform w)": "CDL without psi: w_i = 1/T",
@@ -160,6 +204,24 @@ ABLATIONS = {  # the rows one run reports (same features, same episodes' data)
     "AHL": "CDL with psi's importance weights; scored by theta_g (section 3.1)",
     "AHL ensemble": "the w-weighted adapted models theta_i of the last epoch",
 }
+
+# What fit trains for each row: ``train`` = "devnet" (train_devnet) or "ahl" (train_ahl); ``pseudo``: DevNet's batches
+# also hold the pseudo-anomalies; ``ensemble``: no training, the "AHL" row's w-weighted theta_i scored;
+# ``variants``: the variants that report the row; every other key is an AHLConfig field (AHLConfig.ablation).
+ROWS = {
+    "DevNet": {"train": "devnet"},
+    "DevNet + pseudo": {"train": "devnet", "pseudo": True},
+    "AHL (uniform w)": {"train": "ahl", "importance": False},
+    # with variant="authors" base_steps is not used (authors_inner_steps is): the row would be "AHL" again
+    "AHL (no base training)": {"train": "ahl", "base_steps": 0, "variants": ("paper",)},
+    "AHL": {"train": "ahl"},
+    "AHL ensemble": {"train": "ahl", "ensemble": True},
+}
+_ROW_KEYS = ("train", "pseudo", "ensemble", "variants")  # the keys of a ROWS entry that are not config fields
+
+
+def _config_switches(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in _ROW_KEYS}
 
 
 # ----------------------------------------------------------------------------- features (cached once)
@@ -186,8 +248,6 @@ class FeatureBank:
 
 def _pseudo_copies(images: torch.Tensor, config: AHLConfig, gen: torch.Generator, pseudo) -> list[torch.Tensor]:
     """The three generators on a float batch in [0, 1]: CutMix, CutPaste, a Perlin blend (DRAEM)."""
-    from ..synth import cutmix, cutpaste
-
     return [cutmix(images, gen)[0], cutpaste(images, gen)[0], pseudo(images, gen)[0]]
 
 
@@ -198,13 +258,9 @@ def build_features(config: AHLConfig, train, test, device="cpu", cache: bool = T
     With ``cache`` the bank is saved under ``adlkit.config.cache_dir() / "features"``, keyed by the images
     (paths), size, backbone and weights, ``pool_seed`` and texture source; an existing file is read,
     never overwritten.
-    """
-    from ..config import cache_dir
-    from ..data import cache_tensors
-    from ..models import backbone as make_backbone
-    from ..synth import PseudoAnomaly
-    from ..training import save_atomic
 
+    Derived in notebook 08, §2 (Features once, pseudo-anomalies once).
+    """
     if train.image_size != config.image_size or test.image_size != config.image_size:
         raise ValueError(f"dataset image sizes ({train.image_size}, {test.image_size}) != config.image_size "
                          f"{config.image_size}; build the datasets with image_size={config.image_size}")
@@ -252,16 +308,20 @@ def build_features(config: AHLConfig, train, test, device="cpu", cache: bool = T
     return bank
 
 
-# ----------------------------------------------------------------------------- the base model phi
+# ----------------------------------------------------------------------------- the base model phi (DevNet)
 def init_theta(channels: int, seed: int) -> torch.Tensor:
-    """theta = (1x1 conv weight [C], bias): PyTorch's Conv2d default initialisation, seeded."""
+    """theta = (1x1 conv weight [C], bias): PyTorch's Conv2d default initialisation, seeded.
+
+    Derived in notebook 08, §3 (DevNet fits the anomalies it has seen)."""
     g = torch.Generator().manual_seed(seed)
     bound = 1 / channels ** 0.5
     return (torch.rand(channels + 1, generator=g) * 2 - 1) * bound
 
 
 def tokens(f: torch.Tensor) -> torch.Tensor:
-    """Feature maps [N, C, h, w] as patch tokens [N, h*w, C] (contiguous): a 1x1 conv is then one matmul."""
+    """Feature maps [N, C, h, w] as patch tokens [N, h*w, C] (contiguous): a 1x1 conv is then one matmul.
+
+    Derived in notebook 08, §3 (DevNet fits the anomalies it has seen)."""
     return f.flatten(2).transpose(1, 2).contiguous()
 
 
@@ -272,7 +332,9 @@ def phi_scores(theta: torch.Tensor, f: torch.Tensor, topk_ratio: float = 0.1) ->
     Patch scores |w . f_p + b| (DevNet's 1x1 conv), image score = mean of the top ``topk_ratio`` patches.
     With a batch per model (training) the top-k patches are found without a graph and only they are
     scored again with one: the same values and gradients (nothing else reaches the mean), k/P of the
-    backward pass."""
+    backward pass.
+
+    Derived in notebook 08, §3 (DevNet fits the anomalies it has seen: phi written out, both paths checked)."""
     w, b = theta[:, :-1], theta[:, -1]
     f = f.float()  # the bank is stored in half precision
     if f.ndim == 3:  # [B, P, C] @ [C, T] -> [B, P, T]
@@ -287,7 +349,9 @@ def phi_scores(theta: torch.Tensor, f: torch.Tensor, topk_ratio: float = 0.1) ->
 
 
 def devnet_loss(s: torch.Tensor, y: torch.Tensor, config: AHLConfig, gen: torch.Generator) -> torch.Tensor:
-    """l_dev of every sample, [T, B]: z from fresh N(0, 1) reference draws (DevNet)."""
+    """l_dev of every sample, [T, B]: z from fresh N(0, 1) reference draws (DevNet).
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch, ``dev_loss``)."""
     mu, sigma = reference_stats(config.m, generator=gen, device=s.device)
     return deviation_loss((s - mu) / sigma, y, config.margin)
 
@@ -318,7 +382,9 @@ def adapt(theta_g: torch.Tensor, loss_fn, batches, lr: float, create_graph: bool
 
     ``loss_fn(theta, batch)`` returns one loss per task [T] (their sum is differentiated, so each task's
     rows get their own gradient). With ``create_graph`` the result stays a differentiable function of
-    theta_g (second order); without, the inner gradients are constants (first order)."""
+    theta_g (second order); without, the inner gradients are constants (first order).
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch; Exercise 1, one MAML step)."""
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
     theta = theta_g
@@ -380,9 +446,9 @@ def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Ep
     """Section 3.2: C k-means clusters of the globally pooled normal features, one task per ordered pair
     (a, b) of clusters; support = normals of a, query = normals of b, the seen anomalies split in disjoint
     halves (one shot: in both), each normal swapped for a pseudo-anomalous copy with probability
-    ``swap_probability``, by a different generator in support and query."""
-    from sklearn.cluster import KMeans
+    ``swap_probability``, by a different generator in support and query.
 
+    Derived in notebook 08, §4 (HADG: heterogeneous tasks)."""
     n, c = len(normal), config.n_clusters
     if n < 2 * c:
         raise ValueError(f"{n} normal images cannot fill {c} clusters with two each; lower n_clusters")
@@ -429,7 +495,9 @@ def hadg(normal: torch.Tensor, n_shots: int, config: AHLConfig, seed: int) -> Ep
 
 def sample_balanced(groups, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A balanced batch per task from padded groups [(indices [T, L], lengths [T]), ...]: the same number
-    from each group, with replacement. Returns bank indices [T, B] and labels [T, B] (group 0 normal)."""
+    from each group, with replacement. Returns bank indices [T, B] and labels [T, B] (group 0 normal).
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch)."""
     per = batch_size // len(groups)
     idx, labels = [], []
     for k, (padded, lengths) in enumerate(groups):
@@ -439,12 +507,24 @@ def sample_balanced(groups, batch_size: int, gen: torch.Generator) -> tuple[torc
     return torch.cat(idx, 1), torch.cat(labels, 1)
 
 
+def token_bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
+    """The episodes' index space as patch tokens [N (1 + G) + M, P, C]: normals, copies, seen anomalies.
+
+    Kept in half precision (as the disk cache): a training step gathers about 1,000 maps from it, and
+    that copy, not the arithmetic, is most of a step's time; ``phi_scores`` computes in float32.
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch)."""
+    return tokens(torch.cat([features.normal, features.pseudo.flatten(0, 1), features.test[shots]])).half()
+
+
 # ----------------------------------------------------------------------------- psi: importance of each task
 class ImportanceLSTM(nn.Module):
     """psi (eq. 5, section 4.1): a two-layer bidirectional LSTM (hidden 6, so 12 outputs) -> ReLU -> a
     fully-connected layer of ``fc`` = 12 nodes -> ReLU -> the prediction layer Linear(12, T). It reads a
     sample's scores under the T base models over the last K epochs [B, K, T] and predicts the next [B, T].
-    ``fc=0``: the official code's psi, BiLSTM -> ReLU -> prediction layer."""
+    ``fc=0``: the official code's psi, BiLSTM -> ReLU -> prediction layer.
+
+    Derived in notebook 08, §6 (Which tasks to trust: psi and the importance weights)."""
 
     def __init__(self, n_tasks: int, hidden: int = 6, fc: int = 12):
         super().__init__()
@@ -466,20 +546,82 @@ def importance_weights(predicted: torch.Tensor, y: torch.Tensor, c: torch.Tensor
 
     ``predicted`` [J, T] psi's next scores, ``y`` [J] labels, ``c`` [J, T] the weights c_j per task,
     ``keep`` [J, T] bool: sample j is in D'_i. Scores are divided by gamma (the deviation margin) and
-    clipped to [0, 1] so that an anomaly scored far past the margin is not punished. Returns (w, r)."""
+    clipped to [0, 1] so that an anomaly scored far past the margin is not punished. Returns (w, r).
+
+    Derived in notebook 08, §6 (Which tasks to trust: psi and the importance weights; Exercise 2, eqs. 6-7)."""
     err = c * ((predicted / margin).clamp(0, 1) - y[:, None]) ** 2
     keep = keep.float()
     r = (err * keep).sum(0) / keep.sum(0).clamp_min(1)
     return torch.softmax(-r, dim=0), r
 
 
-# ----------------------------------------------------------------------------- CDL: one meta-iteration
+@dataclass
+class PsiSamples:
+    """psi's samples and eq. 6's targets: every query set's members (bank indices ``index`` [J], labels ``y``
+    [J]), and per task i the weights ``c`` [J, T] (c_ji = ``c_unseen`` for anomalies task i never trained on,
+    else ``c_seen``) and ``keep`` [J, T] (j in D'_i: the query samples without task i's own support normals)."""
+
+    index: torch.Tensor
+    y: torch.Tensor
+    c: torch.Tensor
+    keep: torch.Tensor
+    row: dict  # bank index -> its row in ``index``
+
+
+def psi_samples(episodes: Episodes, config: AHLConfig, device) -> PsiSamples:
+    """psi's targets (eqs. 5-6): the samples whose next-epoch scores psi predicts, their labels, and each
+    task's c_ji and D'_i (:class:`PsiSamples`)."""
+    T = episodes.n_tasks
+    pool = sorted({j for t in range(T) for j in episodes.members("query", t)})
+    index = torch.tensor(pool, dtype=torch.long, device=device)
+    keep = torch.ones(len(pool), T, dtype=torch.bool, device=device)
+    c = torch.full((len(pool), T), config.c_seen, device=device)
+    row = {j: k for k, j in enumerate(pool)}
+    for t in range(T):
+        support = set(episodes.members("support", t))
+        for j in episodes.support[NORMAL][0][t, :episodes.support[NORMAL][1][t]].tolist():
+            if j in row:
+                keep[row[j], t] = False
+        for j, k in row.items():
+            if j >= episodes.n_normal and j not in support:
+                c[k, t] = config.c_unseen
+    return PsiSamples(index, (index >= episodes.n_normal).float(), c, keep, row)
+
+
+def fit_psi(psi: ImportanceLSTM, optimizer: torch.optim.Optimizer, past: list[torch.Tensor], config: AHLConfig
+            ) -> float:
+    """psi's fit (eq. 5): ``psi_steps`` full-batch steps on the MSE between psi's prediction from the K epochs
+    before the last (``past``: one [J, T] of scores per epoch) and the last epoch's scores. Returns the last MSE."""
+    seq = torch.stack(past[-config.history_k - 1:-1], 1)  # [J, K, T]
+    target = past[-1]
+    for _ in range(config.psi_steps):
+        optimizer.zero_grad(set_to_none=True)
+        mse = F.mse_loss(psi(seq), target)
+        mse.backward()
+        optimizer.step()
+    return float(mse.detach())
+
+
+@torch.no_grad()
+def task_weights(psi: ImportanceLSTM, past: list[torch.Tensor], samples: PsiSamples, config: AHLConfig,
+                 authors_groups: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 6-7 on psi's prediction of the next epoch from the last K: (w, r). ``authors_groups``
+    (:func:`authors_query_groups`): the authors' eq. 6 instead (AUTHORS_VARIANT 4)."""
+    predicted = psi(torch.stack(past[-config.history_k:], 1))
+    if authors_groups is not None:
+        return importance_weights_authors(predicted, samples.y, *authors_groups)
+    return importance_weights(predicted, samples.y, samples.c, samples.keep, config.margin)
+
+
+# ----------------------------------------------------------------------------- CDL: one meta-iteration, one epoch
 def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: torch.Tensor, config: AHLConfig,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eqs. 1-4 for all T tasks at once: theta_i <- theta_g, ``base_steps`` steps of ``base_optimizer`` on
     support batches (eq. 1, ``base_loss``: summed), then the w-weighted query loss of the base models
     (eq. 4; each task's batch mean, so that alpha's scale does not depend on the batch size). Returns
-    (L_cdl^+, query losses [T], theta_i [T, C + 1]); L_cdl^+.backward() puts the meta-gradient in theta_g.grad."""
+    (L_cdl^+, query losses [T], theta_i [T, C + 1]); L_cdl^+.backward() puts the meta-gradient in theta_g.grad.
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch, checked against this with the same draws)."""
     T = episodes.n_tasks
     loss_fn = task_losses(bank, config, gen)
     supports = [sample_balanced(episodes.support, config.batch_size, gen) for _ in range(config.base_steps)]
@@ -490,6 +632,125 @@ def meta_step(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, w: 
     return (w * l_q).sum(), l_q, theta_i
 
 
+def cdl_epoch(theta_g: torch.Tensor, optimizer: torch.optim.Optimizer, bank: torch.Tensor, episodes: Episodes,
+              w: torch.Tensor, config: AHLConfig, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch of CDL: ``steps_per_epoch`` meta-iterations (:func:`meta_step`), each followed by an Adam step
+    on theta_g. Returns the summed query losses [T], the summed drifts [T] (each before theta_g moves) and the
+    last theta_i (detached)."""
+    T = episodes.n_tasks
+    losses = torch.zeros(T, device=bank.device)
+    moved = torch.zeros(T, device=bank.device)
+    for _ in range(config.steps_per_epoch):
+        loss, l_q, theta_i = meta_step(theta_g, bank, episodes, w, config, gen)
+        check_finite(loss, "a meta-iteration", f"lower outer_lr (now {config.outer_lr}) or base_lr")
+        moved += drift(theta_i, theta_g)  # before theta_g moves
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses += l_q.detach()
+    return losses, moved, theta_i.detach()
+
+
+# ----------------------------------------------------------------------------- training: CDL with psi
+def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, progress: bool = False,
+              theta0: torch.Tensor | None = None) -> dict:
+    """Meta-train theta_g (CDL) with psi's importance weights; ``shots`` = indices into ``features.test`` of
+    the seen anomalies. theta_g starts from ``theta0``, else (``init="devnet"``) from a DevNet trained on the
+    same shots, else at random. Returns theta_g, the last adapted theta_i, w, the episodes, psi and a
+    per-epoch history.
+
+    Per epoch: CDL's meta-iterations with the current w (:func:`cdl_epoch`; ``variant="authors"``:
+    :func:`authors_epoch`), the scores of psi's samples under the adapted models, then - once K epochs of
+    scores exist - psi's fit (eq. 5, :func:`fit_psi`) and new weights w (eqs. 6-7, :func:`task_weights`).
+
+    Derived in notebook 08, §5 (CDL: one meta-iteration from scratch) and §6 (psi and the importance weights).
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    episodes = hadg(features.normal, len(shots), config, config.seed)
+    bank = token_bank(features, shots)
+    T, device = episodes.n_tasks, bank.device
+    if theta0 is None:
+        theta0 = (train_devnet(config, features, shots)["theta"] if config.init == "devnet"
+                  else init_theta(bank.shape[-1], config.seed))
+    theta_g = theta0.detach().clone().to(device).requires_grad_(True)
+    opt = torch.optim.Adam([theta_g], lr=config.outer_lr)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 7)
+        psi = ImportanceLSTM(T, config.psi_hidden, 0 if config.variant == "authors" else config.psi_fc).to(device)
+    psi_opt = torch.optim.Adam(psi.parameters(), lr=config.psi_lr)
+    samples = psi_samples(episodes, config, device)
+    authors = config.variant == "authors"
+    if authors:  # AUTHORS_VARIANT 4-5: the query sets' groups for eq. 6; StepLR
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.1)
+        groups = authors_query_groups(episodes, samples)
+    psi_ready = False
+    w = torch.full((T,), 1 / T, device=device)
+    past: list[torch.Tensor] = []  # scores of psi's samples under the adapted models, one [J, T] per epoch
+    history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "drift": [],
+               "seconds": 0.0}
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        if authors:
+            losses, moved, theta_i = authors_epoch(theta_g, opt, sched, bank, episodes, w if psi_ready else None,
+                                                   config, gen)
+        else:  # eqs. 1-4, steps_per_epoch times
+            losses, moved, theta_i = cdl_epoch(theta_g, opt, bank, episodes, w, config, gen)
+        with torch.no_grad():  # this epoch's scores of psi's samples under the T adapted models
+            past.append(phi_scores(theta_i, bank[samples.index], config.topk_ratio).T)
+        r = torch.zeros(T, device=device)
+        mse = None
+        if config.importance and len(past) > config.history_k:
+            mse = fit_psi(psi, psi_opt, past, config)  # eq. 5: K epochs -> the next one
+            w, r = task_weights(psi, past, samples, config, groups if authors else None)  # eqs. 6-7
+            psi_ready = True
+        past = past[-config.history_k - 1:]
+        history["epoch"].append(epoch)
+        history["query_loss"].append(float(losses.mean()) / config.steps_per_epoch)
+        history["task_query_loss"].append((losses / config.steps_per_epoch).tolist())
+        history["w"].append(w.tolist())
+        history["r"].append(r.tolist())
+        history["psi_mse"].append(mse)
+        history["drift"].append((moved / config.steps_per_epoch).tolist())
+        history["seconds"] = time.perf_counter() - t0
+        if progress:
+            print(f"epoch {epoch:3d}  query loss {history['query_loss'][-1]:.4f}  w {np.round(w.tolist(), 3)}  "
+                  f"drift {np.round(history['drift'][-1], 4)}")
+    return {"theta_g": theta_g.detach(), "theta_i": theta_i, "w": w, "episodes": episodes, "history": history,
+            "psi": psi}
+
+
+def train_devnet(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pseudo: bool = False) -> dict:
+    """The DevNet baseline on the same features and head: Adam on balanced batches (half normal, half seen
+    anomalies; with ``pseudo``, thirds: normal, seen, pseudo-anomalies of every generator), as many
+    parameter updates as AHL's outer steps.
+
+    Derived in notebook 08, §3 (DevNet fits the anomalies it has seen)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    bank = token_bank(features, shots)
+    n = len(features.normal)
+    groups = [list(range(n)), list(range(n * (1 + len(GENERATORS)), len(bank)))]
+    if pseudo:
+        groups.append(list(range(n, n * (1 + len(GENERATORS)))))
+    padded = [_padded([g]) for g in groups]
+    theta = init_theta(bank.shape[-1], config.seed).to(bank.device).unsqueeze(0).requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=config.outer_lr)
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(config.epochs):
+        total = 0.0
+        for _ in range(config.steps_per_epoch):
+            idx, y = sample_balanced(padded, config.batch_size, gen)
+            loss = devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        losses.append(total / config.steps_per_epoch)
+    return {"theta": theta.detach()[0], "history": {"loss": losses, "seconds": time.perf_counter() - t0}}
+
+
+# ----------------------------------------------------------------------------- the authors' variant (AUTHORS_VARIANT)
 def meta_step_authors(theta_g: torch.Tensor, bank: torch.Tensor, episodes: Episodes, weights: torch.Tensor,
                       config: AHLConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The official code's meta-iteration (``AUTHORS_VARIANT`` 3): one adaptation step from theta_g with its
@@ -527,146 +788,36 @@ def importance_weights_authors(predicted: torch.Tensor, y: torch.Tensor, group: 
     return torch.softmax(-r, dim=0), r
 
 
-def token_bank(features: FeatureBank, shots: torch.Tensor) -> torch.Tensor:
-    """The episodes' index space as patch tokens [N (1 + G) + M, P, C]: normals, copies, seen anomalies.
-
-    Kept in half precision (as the disk cache): a training step gathers about 1,000 maps from it, and
-    that copy, not the arithmetic, is most of a step's time; ``phi_scores`` computes in float32."""
-    return tokens(torch.cat([features.normal, features.pseudo.flatten(0, 1), features.test[shots]])).half()
-
-
-def train_ahl(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, progress: bool = False,
-              theta0: torch.Tensor | None = None) -> dict:
-    """Meta-train theta_g (CDL) with psi's importance weights; ``shots`` = indices into ``features.test`` of
-    the seen anomalies. theta_g starts from ``theta0``, else (``init="devnet"``) from a DevNet trained on the
-    same shots, else at random. Returns theta_g, the last adapted theta_i, w, the episodes and a per-epoch
-    history."""
-    from ..training import check_finite
-
-    gen = torch.Generator().manual_seed(config.seed)
-    episodes = hadg(features.normal, len(shots), config, config.seed)
-    bank = token_bank(features, shots)
-    T, device = episodes.n_tasks, bank.device
-    if theta0 is None:
-        theta0 = (train_devnet(config, features, shots)["theta"] if config.init == "devnet"
-                  else init_theta(bank.shape[-1], config.seed))
-    theta_g = theta0.detach().clone().to(device).requires_grad_(True)
-    opt = torch.optim.Adam([theta_g], lr=config.outer_lr)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 7)
-        psi = ImportanceLSTM(T, config.psi_hidden, 0 if config.variant == "authors" else config.psi_fc).to(device)
-    psi_opt = torch.optim.Adam(psi.parameters(), lr=config.psi_lr)
-    # psi's samples: every query set's members; D'_i drops task i's support normals; c_ji = 1 for anomalies
-    # task i never trained on
-    pool = sorted({j for t in range(T) for j in episodes.members("query", t)})
-    pool_t = torch.tensor(pool, dtype=torch.long, device=device)
-    y_pool = (pool_t >= episodes.n_normal).float()
-    keep = torch.ones(len(pool), T, dtype=torch.bool, device=device)
-    c = torch.full((len(pool), T), config.c_seen, device=device)
-    where = {j: k for k, j in enumerate(pool)}
-    for t in range(T):
-        support = set(episodes.members("support", t))
-        for j in episodes.support[NORMAL][0][t, :episodes.support[NORMAL][1][t]].tolist():
-            if j in where:
-                keep[where[j], t] = False
-        for j, k in where.items():
-            if j >= episodes.n_normal and j not in support:
-                c[k, t] = config.c_unseen
-    authors = config.variant == "authors"
-    if authors:  # AUTHORS_VARIANT 4-5: the query sets as rows of the pool, their groups; StepLR
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.1)
-        first_pseudo, first_shot = episodes.n_normal, episodes.n_normal * (1 + len(GENERATORS))
-        group = torch.where(pool_t >= first_shot, SEEN, torch.where(pool_t >= first_pseudo, PSEUDO, NORMAL))
-        sets = [torch.tensor([where[j] for j in episodes.members("query", t)], device=device) for t in range(T)]
-    psi_ready = False
-    w = torch.full((T,), 1 / T, device=device)
-    past: list[torch.Tensor] = []  # scores of the pool under the adapted models, one [J, T] per epoch
-    history = {"epoch": [], "query_loss": [], "task_query_loss": [], "w": [], "r": [], "psi_mse": [], "drift": [],
-               "seconds": 0.0}
-    t0 = time.perf_counter()
-    for epoch in range(config.epochs):
-        losses = torch.zeros(T, device=device)
-        moved = torch.zeros(T, device=device)  # the epoch's mean ||theta_i - theta_g|| / ||theta_g|| per task
-        if authors:  # one outer step per epoch: last epoch's gradient, applied now (the last one never)
-            opt.step()
-            sched.step()
-            weights = 0.5 + 0.5 * w if psi_ready else torch.full((T,), 1 / T, device=device)
-            loss, l_q, theta_i = meta_step_authors(theta_g, bank, episodes, weights, config, gen)
-            check_finite(loss, f"epoch {epoch}", f"lower base_lr (now {config.base_lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([theta_g], 1.0)
-            losses += l_q.detach() * config.steps_per_epoch / config.authors_query_batches  # per batch
-            moved += drift(theta_i, theta_g) * config.steps_per_epoch
-        for _ in range(0 if authors else config.steps_per_epoch):
-            loss, l_q, theta_i = meta_step(theta_g, bank, episodes, w, config, gen)
-            check_finite(loss, f"epoch {epoch}", f"lower outer_lr (now {config.outer_lr}) or base_lr")
-            moved += drift(theta_i, theta_g)  # before theta_g moves
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses += l_q.detach()
-        theta_i = theta_i.detach()
-        with torch.no_grad():  # this epoch's scores of psi's samples under the T adapted models
-            past.append(phi_scores(theta_i, bank[pool_t], config.topk_ratio).T)
-        r = torch.zeros(T, device=device)
-        mse = None
-        if config.importance and len(past) > config.history_k:  # eq. 5: K epochs -> the next one
-            seq = torch.stack(past[-config.history_k - 1:-1], 1)  # [J, K, T]
-            target = past[-1]
-            for _ in range(config.psi_steps):
-                psi_opt.zero_grad(set_to_none=True)
-                mse_t = F.mse_loss(psi(seq), target)
-                mse_t.backward()
-                psi_opt.step()
-            mse = float(mse_t.detach())
-            with torch.no_grad():  # eqs. 6-7 on psi's prediction of the next epoch
-                predicted = psi(torch.stack(past[-config.history_k:], 1))
-                w, r = (importance_weights_authors(predicted, y_pool, group, sets) if authors else
-                        importance_weights(predicted, y_pool, c, keep, config.margin))
-            psi_ready = True
-        past = past[-config.history_k - 1:]
-        history["epoch"].append(epoch)
-        history["query_loss"].append(float(losses.mean()) / config.steps_per_epoch)
-        history["task_query_loss"].append((losses / config.steps_per_epoch).tolist())
-        history["w"].append(w.tolist())
-        history["r"].append(r.tolist())
-        history["psi_mse"].append(mse)
-        history["drift"].append((moved / config.steps_per_epoch).tolist())
-        history["seconds"] = time.perf_counter() - t0
-        if progress:
-            print(f"epoch {epoch:3d}  query loss {history['query_loss'][-1]:.4f}  w {np.round(w.tolist(), 3)}  "
-                  f"drift {np.round(history['drift'][-1], 4)}")
-    return {"theta_g": theta_g.detach(), "theta_i": theta_i, "w": w, "episodes": episodes, "history": history,
-            "psi": psi}
+def authors_query_groups(episodes: Episodes, samples: PsiSamples) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``AUTHORS_VARIANT`` 4's inputs: the group (NORMAL, SEEN or PSEUDO) of each of psi's samples, and the rows
+    of each task's query set among them."""
+    first_pseudo, first_shot = episodes.n_normal, episodes.n_normal * (1 + len(GENERATORS))
+    index = samples.index
+    group = torch.where(index >= first_shot, SEEN, torch.where(index >= first_pseudo, PSEUDO, NORMAL))
+    sets = [torch.tensor([samples.row[j] for j in episodes.members("query", t)], device=index.device)
+            for t in range(episodes.n_tasks)]
+    return group, sets
 
 
-def train_devnet(config: AHLConfig, features: FeatureBank, shots: torch.Tensor, pseudo: bool = False) -> dict:
-    """The DevNet baseline on the same features and head: Adam on balanced batches (half normal, half seen
-    anomalies; with ``pseudo``, thirds: normal, seen, pseudo-anomalies of every generator), as many
-    parameter updates as AHL's outer steps."""
-    gen = torch.Generator().manual_seed(config.seed)
-    bank = token_bank(features, shots)
-    n = len(features.normal)
-    groups = [list(range(n)), list(range(n * (1 + len(GENERATORS)), len(bank)))]
-    if pseudo:
-        groups.append(list(range(n, n * (1 + len(GENERATORS)))))
-    padded = [_padded([g]) for g in groups]
-    theta = init_theta(bank.shape[-1], config.seed).to(bank.device).unsqueeze(0).requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=config.outer_lr)
-    losses = []
-    t0 = time.perf_counter()
-    for _ in range(config.epochs):
-        total = 0.0
-        for _ in range(config.steps_per_epoch):
-            idx, y = sample_balanced(padded, config.batch_size, gen)
-            loss = devnet_loss(phi_scores(theta, bank[idx], config.topk_ratio), y, config, gen).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        losses.append(total / config.steps_per_epoch)
-    return {"theta": theta.detach()[0], "history": {"loss": losses, "seconds": time.perf_counter() - t0}}
+def authors_epoch(theta_g: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, bank: torch.Tensor,
+                  episodes: Episodes, w: torch.Tensor | None, config: AHLConfig, gen: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch of the official code (``AUTHORS_VARIANT`` 3 and 5): the previous epoch's outer step made now
+    (the last epoch's is never made), then one meta-iteration (:func:`meta_step_authors`) weighted by
+    0.5 + 0.5 w once psi is trained (``w`` not None; 1/T before), its gradient clipped to norm 1. Returns the
+    query losses and drifts scaled to ``steps_per_epoch`` (as :func:`cdl_epoch` sums them) and theta_i."""
+    T = episodes.n_tasks
+    optimizer.step()
+    scheduler.step()
+    weights = 0.5 + 0.5 * w if w is not None else torch.full((T,), 1 / T, device=bank.device)
+    loss, l_q, theta_i = meta_step_authors(theta_g, bank, episodes, weights, config, gen)
+    check_finite(loss, "an epoch", f"lower base_lr (now {config.base_lr})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([theta_g], 1.0)
+    losses = l_q.detach() * config.steps_per_epoch / config.authors_query_batches  # per batch
+    moved = drift(theta_i, theta_g) * config.steps_per_epoch
+    return losses, moved, theta_i.detach()
 
 
 # ----------------------------------------------------------------------------- scoring and one whole run
@@ -684,27 +835,35 @@ def score(theta: torch.Tensor, f: torch.Tensor, topk_ratio: float = 0.1, w: torc
 
 
 def fit(config: AHLConfig, features: FeatureBank, split, progress: bool = False) -> dict:
-    """Every row of ``ABLATIONS`` on one open-set split (``data.open_set_split``): the trained parameters,
-    each row's test scores and metrics, and - in the hard setting - AUROC of the seen type's remaining
-    anomalies against the test normals."""
+    """Every row of :data:`ROWS` on one open-set split (``data.open_set_split``): the trained parameters
+    (``models``), each row's test scores and metrics (``rows``) and - in the hard setting - AUROC of the seen
+    type's remaining anomalies against the test normals; ``model``: the "AHL" row as an :class:`AHLModel`
+    (the common surface's model: :func:`predict`, :func:`save`).
+
+    Unlike the other methods' ``fit(config, train)``, AHL's needs the cached features and a split with its
+    labelled anomalies, and trains every row (they share the features and DevNet's start).
+
+    Derived in notebook 08, §6 (Which tasks to trust: psi and the importance weights; the six rows on one split).
+    """
     shots = features.rows_of(split.shots)
     test_rows = features.rows_of(split.test)
     labels = np.array([s.truth for s in split.test.samples])
     seen_rows = features.rows_of(split.seen_rest) if len(split.seen_rest) else None
     normal_rows = test_rows[torch.as_tensor(labels == 0)]
-    models = {
-        "DevNet": train_devnet(config, features, shots),
-        "DevNet + pseudo": train_devnet(config, features, shots, pseudo=True),
-    }
-    theta0 = models["DevNet"]["theta"] if config.init == "devnet" else None  # the same start for both AHL rows
-    models["AHL (uniform w)"] = train_ahl(dataclasses.replace(config, importance=False), features, shots,
-                                          theta0=theta0)
-    if config.variant == "paper":  # base_lr = 0 leaves theta_i = theta_g: skipping eq. 1's steps is the same model
-        models["AHL (no base training)"] = train_ahl(dataclasses.replace(config, base_steps=0), features, shots,
-                                             theta0=theta0)
-    models["AHL"] = train_ahl(config, features, shots, progress=progress, theta0=theta0)
-    params = {name: (m.get("theta", m.get("theta_g")), None) for name, m in models.items()}
-    params["AHL ensemble"] = (models["AHL"]["theta_i"], models["AHL"]["w"])
+    models, params = {}, {}
+    for name, row in ROWS.items():  # DevNet first: the AHL rows start from its theta (init="devnet")
+        if config.variant not in row.get("variants", (config.variant,)):
+            continue
+        if row.get("ensemble"):  # no training: the "AHL" row's adapted models, w-weighted
+            params[name] = (models["AHL"]["theta_i"], models["AHL"]["w"])
+            continue
+        if row["train"] == "devnet":
+            models[name] = train_devnet(config, features, shots, pseudo=row.get("pseudo", False))
+        else:
+            theta0 = models["DevNet"]["theta"] if config.init == "devnet" else None  # the same start for every row
+            models[name] = train_ahl(config.ablation(name), features, shots, progress=progress and name == "AHL",
+                                     theta0=theta0)
+        params[name] = (models[name].get("theta", models[name].get("theta_g")), None)
     rows = {}
     for name, (theta, w) in params.items():
         s = score(theta, features.test[test_rows], config.topk_ratio, w)
@@ -714,16 +873,105 @@ def fit(config: AHLConfig, features: FeatureBank, split, progress: bool = False)
             y = np.r_[np.zeros(len(normal_rows)), np.ones(len(seen_rows))]
             row.update(metrics.image_metrics(score(theta, features.test[both], config.topk_ratio, w), y, "seen_"))
         rows[name] = row
-    return {"rows": rows, "models": models, "labels": labels, "split": split}
+    return {"rows": rows, "models": models, "labels": labels, "split": split,
+            "model": AHLModel.from_training(config, models["AHL"], features.info)}
 
 
 def run_ahl(config: AHLConfig, train, test, setting: str = "general", shots: int = 10, seen_class: str | None = None,
             device="cpu", features: FeatureBank | None = None, progress: bool = False) -> dict:
     """Split (``data.open_set_split``, seeded by ``config.seed``), featurise once (cached), train every row."""
-    from ..data import open_set_split
-
     split = open_set_split(train, test, setting, shots, seed=config.seed, seen_class=seen_class)
     features = features or build_features(config, train, test, device, progress=progress)
     out = fit(config, features, split, progress=progress)
     out["features"] = features
     return out
+
+
+# ---- the common surface: Config, fit, predict, save, load, run
+Config = AHLConfig
+run = run_ahl
+
+
+@dataclass
+class AHLModel:
+    """A trained AHL: theta_g [C + 1] (the unified model, scored alone: section 3.1), the last adapted theta_i
+    [T, C + 1] and w [T] (the "AHL ensemble" row), psi, and the frozen backbone's name and weights (rebuilt
+    from its name for :func:`predict`; features of a random-weight backbone cannot be rebuilt).
+    ``history``: :func:`train_ahl`'s."""
+
+    config: AHLConfig
+    theta_g: torch.Tensor
+    theta_i: torch.Tensor | None = None
+    w: torch.Tensor | None = None
+    psi: ImportanceLSTM | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    history: dict | None = None
+    net: nn.Module | None = None  # the frozen backbone, built when first needed
+
+    @classmethod
+    def from_training(cls, config: AHLConfig, trained: dict, info: dict) -> AHLModel:
+        """From :func:`train_ahl`'s result and the features' ``info`` (its backbone and weights)."""
+        return cls(config, trained["theta_g"], trained["theta_i"], trained["w"], trained["psi"], info.get("backbone"),
+                   info.get("weights"), trained["history"])
+
+    def backbone_net(self) -> nn.Module:
+        """The frozen backbone that made the features (level ``config.layer``), rebuilt from its name."""
+        if self.net is None:
+            if self.backbone is None or self.weights in (None, "random"):
+                raise ValueError(f"this model's features came from {self.backbone or 'an unknown backbone'} with "
+                                 f"{self.weights or 'unknown'} weights, which no name rebuilds: score features of "
+                                 "that backbone with ahl.score(model.theta_g, features), or train on ImageNet "
+                                 "features (pretrained=True)")
+            self.net = make_backbone(self.backbone, pretrained=True, layers=(self.config.layer,), frozen=True).to(
+                self.theta_g.device)
+        return self.net
+
+
+@torch.no_grad()
+def predict(model: AHLModel, images: torch.Tensor, batch_size: int = 32, ensemble: bool = False) -> dict:
+    """Image scores of uint8 or [0, 1] float images [N, 3, S, S] (featurised as :func:`build_features` does):
+    ``scores`` [N] (CPU float, higher = more anomalous) under theta_g (section 3.1), or with ``ensemble`` the
+    w-weighted theta_i; ``maps`` is None (AHL scores images, it makes no maps)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, S, S] (uint8, or float in [0, 1]); got {tuple(images.shape)}")
+    if ensemble and (model.theta_i is None or model.w is None):
+        raise ValueError("ensemble=True needs the adapted models theta_i and their w; this model has none")
+    net = model.backbone_net()
+    device = model.theta_g.device
+    feats = [net((chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()).to(device))[0].float()
+             for chunk in images.split(batch_size)]
+    theta, w = (model.theta_i, model.w) if ensemble else (model.theta_g, None)
+    s = score(theta, torch.cat(feats), model.config.topk_ratio, w)
+    return {"scores": torch.as_tensor(s).float().cpu(), "maps": None}
+
+
+def save(model: AHLModel, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the model to one file (:mod:`adlkit.modelfile`); an existing file is refused unless ``overwrite``.
+
+    ``state`` = ``theta_g`` [C + 1], and when present ``theta_i`` [T, C + 1], ``w`` [T] and ``psi`` (its state
+    dict); ``meta`` = ``backbone``, ``weights`` (the frozen backbone, rebuilt from its name), ``history``.
+    """
+    state = {"theta_g": model.theta_g.detach().cpu()}
+    for key in ("theta_i", "w"):
+        if getattr(model, key) is not None:
+            state[key] = getattr(model, key).detach().cpu()
+    if model.psi is not None:
+        state["psi"] = modelfile.cpu_state(model.psi)
+    meta = {"backbone": model.backbone, "weights": model.weights, "history": model.history}
+    return modelfile.write(path, "ahl", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> AHLModel:
+    """The :class:`AHLModel` :func:`save` wrote, tensors on ``device`` (default CPU); its backbone is rebuilt
+    from its name when :func:`predict` first needs it."""
+    config, state, meta = modelfile.read(path, "ahl", AHLConfig, device)
+    psi = None
+    if "psi" in state:
+        with torch.random.fork_rng(devices=[]):  # an init that is overwritten: the global RNG is left alone
+            psi = ImportanceLSTM(state["theta_i"].shape[0], config.psi_hidden,
+                                 0 if config.variant == "authors" else config.psi_fc)
+        psi.load_state_dict(state["psi"])
+        psi.to(device if device is not None else "cpu")
+    return AHLModel(config, state["theta_g"], state.get("theta_i"), state.get("w"), psi, meta.get("backbone"),
+                    meta.get("weights"), meta.get("history"))

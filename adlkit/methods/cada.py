@@ -13,7 +13,7 @@ The method, in two stages on one frozen encoder:
 
 1. **Reverse distillation** (:func:`train_rd`) on every training image of every class, no class
    labels: L_RD = sum_l mean_b[1 - cos(vec E_l, vec D_l)]. Its map A = Gauss_sigma(sum_l up(1 - cos_ch))
-   and image score s_img = mean of the top 1% of A (:mod:`adlkit.models.rd`).
+   and image score s_img = mean of the top 1% of A (:mod:`adlkit.maps`).
 2. **Distribution alignment.** With RD frozen, every training image's own normal statistics
    (u_img, gamma_img) = (mean A, max A) are targets (:func:`map_stats`); a regressor R on the
    bottleneck learns to predict them from the image (:func:`train_heads`), with the smooth-L1 loss
@@ -48,19 +48,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, training
+from .. import metrics, modelfile, training
 from ..data import ImageDataset, cache_tensors
 from ..features import featurize
 from ..losses import cosine_reconstruction_loss, smooth_l1
+from ..maps import anomaly_map, image_score
 from ..models import backbone as make_backbone
-from ..models.rd import DistributionHead, ReverseDistillation, anomaly_map, image_score
+from ..models.rd import DistributionHead, ReverseDistillation
 
 __all__ = ["CADAConfig", "ABLATIONS", "VARIANTS", "HEADS", "CADAModel", "per_class_subset", "train_rd", "rd_outputs",
            "map_stats", "class_stats", "regression_loss", "train_heads", "align", "alignment", "score_cada",
-           "unified_report", "run_cada", "load_model"]
+           "unified_report", "fit", "run_cada", "load_model", "Config", "predict", "save", "load", "run"]
 
 VARIANTS = ("unaligned", "class_aware", "classifier", "cada", "cada_sigma")
 HEADS = ("regressor", "regressor_sigma", "classifier")  # the (u, gamma) and (u, sigma) regressors, CaDA-B's classifier
+HEAD_INPUTS = ("bottleneck", "encoder")
 
 
 @dataclass
@@ -98,6 +100,19 @@ class CADAConfig:
     eps: float = 1e-3  # gamma_hat - u_hat is clamped to at least eps (counted in the report)
     log_every: int = 100  # iterations per history entry and checkpoint
     seed: int = 0
+
+    def __post_init__(self):
+        # the heads' settings fail here, before stage 1 trains, not when the heads are built after it
+        if self.n_linear < 1:
+            raise ValueError(f"n_linear must be at least 1 (the heads end in a linear layer; 'linear only' = 1); "
+                             f"got {self.n_linear}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1) (the paper: 0.25; 0 = none); got {self.dropout}")
+        if self.regressor_input not in HEAD_INPUTS:
+            raise ValueError(f"regressor_input must be 'bottleneck' (Sec. 4.2) or 'encoder' (Sec. 3.3: the encoder's "
+                             f"last level); got {self.regressor_input!r}")
+        if not 0 <= self.top_percent <= 100:
+            raise ValueError(f"top_percent must be in (0, 100] (or 0 for the maximum); got {self.top_percent}")
 
     def ablation(self, name: str) -> CADAConfig:
         if name not in ABLATIONS:
@@ -181,6 +196,9 @@ def train_rd(config: CADAConfig, train: ImageDataset, device=None, checkpoint_di
     The encoder is frozen, so its three levels are computed once for all training images; each
     iteration draws ``batch_size`` of them and takes one AdamW step on L_RD. Returns (encoder, rd,
     history); ``checkpoint_dir/rd.pt`` after every ``log_every`` iterations (resumable exactly).
+
+    Derived in notebook 06, §2 · Reverse distillation, written out (three iterations by hand, parameter by
+    parameter against this).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     _sizes_check(config, train)
@@ -258,7 +276,9 @@ def map_stats(maps: torch.Tensor) -> dict:
 
 def class_stats(stats: dict, class_ids: torch.Tensor, n_classes: int, classes: list[str] | None = None) -> torch.Tensor:
     """Eq. 1's (u_c, gamma_c) per class [n_classes, 2]: the mean of class c's training pixels (the mean of
-    its images' means, all maps having the same size) and the mean of its training images' maxima."""
+    its images' means, all maps having the same size) and the mean of its training images' maxima.
+
+    Derived in notebook 06, §3 · Every class on its own scale (checked against ``model.stats``)."""
     out = torch.zeros(n_classes, 2)
     for c in range(n_classes):
         sel = class_ids == c
@@ -274,6 +294,9 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.1
     """Eqs. 3-4: L = SL1(u_hat, u) + SL1(gamma_hat, gamma), each averaged over the batch.
 
     ``pred`` and ``target`` are [B, 2] (columns u, gamma; or u, sigma for the (u, sigma) variant).
+
+    Derived in notebook 06, §4 · Alignment: CaDA-A, CaDA-B, CADA and (u, σ), Exercise 2 · The regressor's loss
+    (eqs. 3–4).
     """
     return smooth_l1(pred[:, 0], target[:, 0], alpha) + smooth_l1(pred[:, 1], target[:, 1], alpha)
 
@@ -329,6 +352,8 @@ def align(values: torch.Tensor, u: torch.Tensor, gamma: torch.Tensor, eps: float
 
     ``values``: maps [N, H, W] or scores [N]; ``u``, ``gamma``: [N]. Returns (aligned, clamped [N] bool).
     A map aligned with its own (mean, max) has mean 0 and maximum 1.
+
+    Derived in notebook 06, §4 · Alignment: CaDA-A, CaDA-B, CADA and (u, σ).
     """
     scale = gamma - u
     clamped = scale < eps
@@ -391,6 +416,9 @@ def unified_report(result: dict, variants=VARIANTS, pixel: bool = True) -> list[
 
     Each row also holds the variant's ``gap`` (mean of per-class image AUROC minus pooled image AUROC),
     ``clamped`` (how many images had gamma_hat - u_hat < eps) and the classifier's accuracy.
+
+    Its two image AUROCs (pooled, and the mean of the per-class ones) are derived in notebook 06, §1 · The problem
+    in one picture (the paper's Fig. 3), Exercise 1 · Pooled vs per-class AUROC.
     """
     labels, classes = result["labels"], result["classes"]
     names = sorted(set(classes.tolist()))
@@ -421,7 +449,11 @@ def unified_report(result: dict, variants=VARIANTS, pixel: bool = True) -> list[
 def fit(config: CADAConfig, train: ImageDataset, device=None, checkpoint_dir: str | Path | None = None,
         resume: bool = False, overwrite: bool = False, progress: bool = False) -> CADAModel:
     """Both stages: RD (``rd.pt``), then its frozen outputs on the training set, the class statistics and
-    the heads (``heads.pt``). With ``resume`` a finished stage is loaded instead of trained again."""
+    the heads (``heads.pt``). With ``resume`` a finished stage is loaded instead of trained again.
+
+    Returns the trained :class:`CADAModel` alone (the common surface's ``fit``); ``model.history`` holds both
+    stages' losses and the training maps' statistics (``train_stats``, ``train_class_ids``), which notebook 06
+    reads."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     train = per_class_subset(train, config.train_per_class)
     encoder, rd, history = train_rd(config, train, device, checkpoint_dir, resume, overwrite, progress)
@@ -491,3 +523,75 @@ def run_cada(config: CADAConfig, train: ImageDataset, test: ImageDataset, device
     result = score_cada(model, test, device)
     result.update(model=model, rows=unified_report(result))
     return result
+
+
+# ---- the common surface: Config, fit, predict, save, load, run
+# (fit is both stages above: fit(config, train, device=None, checkpoint_dir=..., resume=..., ...) -> CADAModel)
+Config = CADAConfig
+run = run_cada
+
+
+@torch.no_grad()
+def predict(model: CADAModel, images: torch.Tensor, batch_size: int = 32) -> dict:
+    """The unified CADA score and map of images [N, 3, S, S] (uint8, or float in [0, 1]; S = ``config.image_size``).
+
+    ``scores`` [N] is the score the ``cada`` variant's rows rank (:func:`score_cada`'s ``scores["cada"]``): eq. 5's
+    s_img(A_hat) = (s_img(A) - u_hat) / (gamma_hat - u_hat), with (u_hat, gamma_hat) the regressor's prediction for
+    the image itself, so one threshold serves every class. ``maps`` [N, S, S] (CPU float) is the aligned map
+    A_hat = (A - u_hat) / (gamma_hat - u_hat) (what :func:`unified_report` ranks for ``cada``). Also: ``raw_maps`` A,
+    ``raw_scores`` s_img(A), ``params`` (u_hat, gamma_hat) [N, 2], ``clamped`` [N] (gamma_hat - u_hat < eps),
+    ``variant_scores`` (every variant that needs no true class: unaligned, classifier, cada, cada_sigma) and
+    ``predicted_class`` (CaDA-B's classifier, class names)."""
+    if tuple(images.shape[-2:]) != (model.config.image_size,) * 2:
+        raise ValueError(f"images of size {tuple(images.shape[-2:])}; this model was trained at config.image_size "
+                         f"{model.config.image_size} (its maps, sigma and statistics are at that size)")
+    out = rd_outputs(model, images, batch_size)
+    al = alignment(model, out)
+    raw = image_score(out["maps"], model.config.top_percent)
+    scores = {v: align(raw, *al["params"][v].unbind(1), model.config.eps)[0] for v in al["params"]}
+    u, gamma = al["params"]["cada"].unbind(1)
+    maps, clamped = align(out["maps"], u, gamma, model.config.eps)
+    return {"scores": scores["cada"], "maps": maps, "raw_maps": out["maps"], "raw_scores": raw,
+            "params": al["params"]["cada"], "clamped": clamped, "variant_scores": scores,
+            "predicted_class": [model.classes[i] for i in al["predicted_class"].tolist()]}
+
+
+def save(model: CADAModel, path: str | Path, overwrite: bool = False) -> Path:
+    """One file (:mod:`adlkit.modelfile`): ``state`` = {"rd": the reverse distillation's state dict, "heads": {head:
+    state dict}, "stats": (u_c, gamma_c) [n_classes, 2], "train_stats": {"u", "gamma", "sigma"}, "train_class_ids"}
+    plus "backbone" when the encoder's weights are random; ``meta`` = the classes, the history (losses, seconds), the
+    encoder and the image size. The frozen ImageNet encoder is rebuilt on load."""
+    h = model.history
+    state = {"rd": modelfile.cpu_state(model.rd), "heads": {k: modelfile.cpu_state(v) for k, v in model.heads.items()},
+             "stats": model.stats.detach().cpu(), **modelfile.backbone_state(model.encoder)}
+    if "train_stats" in h:
+        state["train_stats"] = {k: torch.as_tensor(v) for k, v in h["train_stats"].items()}
+        state["train_class_ids"] = torch.as_tensor(h["train_class_ids"])
+    meta = {**modelfile.backbone_meta(model.encoder), "image_size": model.config.image_size,
+            "classes": list(model.classes),
+            "history": {k: v for k, v in h.items() if k not in ("train_stats", "train_class_ids")}}
+    return modelfile.write(path, "cada", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> CADAModel:
+    """The :class:`CADAModel` that :func:`save` wrote, on ``device`` (default CPU): RD and heads frozen, in eval mode,
+    its history as :func:`fit` left it."""
+    config, state, meta = modelfile.read(path, "cada", CADAConfig, device)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    encoder = _encoder(modelfile.rebuild_config(config, meta, stored="backbone" in state), device)
+    modelfile.restore_backbone(encoder, state.get("backbone"), meta, path)
+    classes = list(meta["classes"])
+    with training.seeded(config.seed):  # random inits (overwritten) leave the caller's global RNG alone
+        rd = ReverseDistillation(encoder.channels, config.bottleneck or None).to(device)
+        width = encoder.channels[-1] if config.regressor_input == "encoder" else rd.bottleneck_channels
+        heads = {k: _head(config, width, len(classes) if k == "classifier" else 2, device) for k in state["heads"]}
+    rd.load_state_dict(state["rd"])
+    rd.eval().requires_grad_(False)
+    for k, head in heads.items():
+        head.load_state_dict(state["heads"][k])
+        head.eval().requires_grad_(False)
+    history = dict(meta["history"])
+    if "train_stats" in state:
+        history.update(train_stats={k: v.cpu().numpy() for k, v in state["train_stats"].items()},
+                       train_class_ids=state["train_class_ids"].cpu().numpy())
+    return CADAModel(config, encoder, rd, heads=heads, classes=classes, stats=state["stats"].cpu(), history=history)

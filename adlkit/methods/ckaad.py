@@ -46,24 +46,27 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, training
+from .. import metrics, modelfile, training
 from ..data import ImageDataset, cache_tensors
 from ..features import backbone_key, featurize, images_key, remember
 from ..losses import cosine_reconstruction_loss, energy
+from ..maps import anomaly_map
 from ..models import backbone as make_backbone
 from ..models.ckaad import FeatureAE, ImageDiscriminator, PatchDiscriminator
-from ..models.rd import anomaly_map
 from ..synth import PseudoAnomaly, elastic_anomalies
 
 __all__ = ["CKAADConfig", "ABLATIONS", "CKAADModel", "CKAADData", "prepare_data", "discriminator_energy",
-           "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "score_ckaad", "run_ckaad",
-           "discriminator_stats"]
+           "discriminator_loss", "generator_loss", "ckaad_step", "train_ckaad", "predict", "score_ckaad", "run_ckaad",
+           "discriminator_stats", "coarse_anomalies", "Config", "fit", "save", "load", "run"]
+
+OBJECTIVES = ("energy", "gan", "reconsub")
+ANOMALIES = ("elastic", "perlin", "real")
 
 
 @dataclass
@@ -103,6 +106,22 @@ class CKAADConfig:
     top_k: int = 100
     seed: int = 0
 
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be 'energy', 'gan' or 'reconsub'; got {self.objective!r}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (the image score averages the top k pixels); got {self.top_k}")
+        if self.anomalies not in ANOMALIES:
+            raise ValueError(f"anomalies must be 'elastic', 'perlin' or 'real'; got {self.anomalies!r}")
+        if self.anomalies in ("elastic", "perlin") and self.n_warps < 1:
+            raise ValueError(f"n_warps must be at least 1 (the bank holds n_warps corrupted copies of each training "
+                             f"image); got {self.n_warps}")
+        if self.fresh_warps and self.anomalies != "elastic":
+            raise ValueError("fresh_warps applies to elastic warps; use anomalies='elastic' or fresh_warps=False")
+        if self.fresh_warps and self.n_anomalous > self.n_normal:
+            raise ValueError(f"fresh_warps warps the batch's own images: n_anomalous ({self.n_anomalous}) must not exceed "
+                             f"n_normal ({self.n_normal}); lower n_anomalous or use fresh_warps=False")
+
     def ablation(self, name: str) -> CKAADConfig:
         if name not in ABLATIONS:
             raise ValueError(f"unknown CKAAD row {name!r}; choose one of {list(ABLATIONS)}")
@@ -118,8 +137,6 @@ class CKAADConfig:
     @property
     def k_pixels(self) -> int:
         """The image score's k at this image size (k = 100 at 256 px, scaled with the area)."""
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1 (the image score averages the top k pixels); got {self.top_k}")
         return max(1, round(self.top_k * (self.image_size / 256) ** 2))
 
 
@@ -136,11 +153,14 @@ ABLATIONS = {
 # ----------------------------------------------------------------------------- model and data
 @dataclass
 class CKAADModel:
+    """The frozen backbone, the feature auto-encoder G and the row's discriminators (training history beside)."""
+
     config: CKAADConfig
     backbone: torch.nn.Module  # frozen, levels 1-3
     ae: FeatureAE
     d_patch: PatchDiscriminator | None
     d_image: ImageDiscriminator | None
+    history: dict = field(default_factory=dict)  # train_ckaad's (fit and load set it)
 
     def discriminators(self) -> list[torch.nn.Module]:
         return [d for d in (self.d_patch, self.d_image) if d is not None]
@@ -151,9 +171,7 @@ class CKAADModel:
 
 
 def build_model(config: CKAADConfig, device) -> CKAADModel:
-    _ = config.k_pixels  # validates top_k before any work
-    if config.objective not in ("energy", "gan", "reconsub"):
-        raise ValueError(f"objective must be 'energy', 'gan' or 'reconsub'; got {config.objective!r}")
+    """The networks of ``config``'s row, seeded by ``config.seed`` (the config validated itself when it was made)."""
     with training.seeded(config.seed):
         net = make_backbone(config.backbone, config.pretrained, layers=(1, 2, 3), frozen=True).to(device)
         ae = FeatureAE(net.channels).to(device)
@@ -184,8 +202,6 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
     images = cache_tensors(train, device).images
     normal = featurize(model.backbone, images)
     if config.anomalies in ("elastic", "perlin"):
-        if config.n_warps < 1:
-            raise ValueError(f"n_warps must be at least 1; got {config.n_warps}")
         corrupt = coarse_anomalies(config, device)
 
         def make_bank():
@@ -197,19 +213,16 @@ def prepare_data(config: CKAADConfig, model: CKAADModel, train: ImageDataset, de
                     feats.append([f.cpu() for f in model.backbone(corrupt(x, g))])
             return [torch.cat(level).to(device) for level in zip(*feats)]
 
-        if config.fresh_warps:  # no bank: sample_batch warps the batch's own images at every step
-            if config.anomalies != "elastic":
-                raise ValueError("fresh_warps applies to elastic warps; use anomalies='elastic' or fresh_warps=False")
+        if config.fresh_warps:  # no bank: sample_batch warps the batch's own images at every step (elastic only)
             return CKAADData(normal, [], paired=True, images=images)
         # one bank per class, backbone and setting, shared by every row of a grid in this process
         key = (backbone_key(model.backbone), config.anomalies, images_key(images), config.n_warps, config.warp_alpha,
                config.warp_sigma, config.seed, getattr(corrupt, "source_kind", None))
         return CKAADData(normal, remember(key, make_bank), paired=True)
-    if config.anomalies == "real":
-        if shots is None or len(shots) == 0:
-            raise ValueError("anomalies='real' needs labelled anomalies: pass shots (data.few_shot) or use --shots N")
-        return CKAADData(normal, featurize(model.backbone, cache_tensors(shots, device).images), paired=False)
-    raise ValueError(f"anomalies must be 'elastic', 'perlin' or 'real'; got {config.anomalies!r}")
+    # anomalies == "real" (the config allows no other source)
+    if shots is None or len(shots) == 0:
+        raise ValueError("anomalies='real' needs labelled anomalies: pass shots (data.few_shot) or use --shots N")
+    return CKAADData(normal, featurize(model.backbone, cache_tensors(shots, device).images), paired=False)
 
 
 def coarse_anomalies(config: CKAADConfig, device):
@@ -233,9 +246,7 @@ def sample_batch(data: CKAADData, config: CKAADConfig, gen: torch.Generator, bac
     ``fresh_warps`` the copies are warped now (``g_device``) and featurised by ``backbone``."""
     n = len(data.normal[0])
     idx = torch.randint(n, (config.n_normal,), generator=gen)
-    if data.images is not None:  # fresh_warps
-        if config.n_anomalous > config.n_normal:
-            raise ValueError("fresh_warps warps the batch's own images: n_anomalous must not exceed n_normal")
+    if data.images is not None:  # fresh_warps (the config keeps n_anomalous <= n_normal)
         dev = data.normal[0].device
         x = data.images[idx[:config.n_anomalous].to(data.images.device)].float().div(255)
         with torch.no_grad():
@@ -255,7 +266,10 @@ def sample_batch(data: CKAADData, config: CKAADConfig, gen: torch.Generator, bac
 def discriminator_energy(scores, y: float, config: CKAADConfig) -> torch.Tensor:
     """The energy of a discriminator's outputs for target y: a patch D's list of per-level maps [B, h, w]
     gives the mean over images and positions, summed over levels (eq. 12); an image D's [B] the mean.
-    With ``objective="gan"`` the BCE of the scores as logits instead (eq. 7)."""
+    With ``objective="gan"`` the BCE of the scores as logits instead (eq. 7).
+
+    Derived in notebook 07, §2 · Energy, and the discriminator's loss (eq. 8) (the energy, and Exercise 1 · The
+    patch discriminator's loss)."""
     def one(s):
         if config.objective == "gan":
             return F.binary_cross_entropy_with_logits(s, torch.full_like(s, float(y)))
@@ -269,7 +283,10 @@ def discriminator_loss(d, f_normal, f_anomalous, recon, config: CKAADConfig) -> 
 
     With ``objective="gan"`` eq. 7, the vanilla GAN: BCE(D(f_n), 0) + BCE(D(G(f)), 1) - the coarse anomalies
     ``f_anomalous`` are not D's inputs (they enter only as G's inputs, inside ``recon``), and no gamma.
-    ``recon`` is G's output on the batch (normal and anomalous inputs), detached by the caller."""
+    ``recon`` is G's output on the batch (normal and anomalous inputs), detached by the caller.
+
+    Derived in notebook 07, §2 · Energy, and the discriminator's loss (eq. 8): Exercise 1 · The patch
+    discriminator's loss writes it for the patch discriminator."""
     if config.objective == "gan":
         return discriminator_energy(d(f_normal), 0, config) + discriminator_energy(d(recon), 1, config)
     return (discriminator_energy(d(f_normal), 0, config) + (1 - config.gamma) * discriminator_energy(d(f_anomalous), 1, config)
@@ -280,7 +297,9 @@ def generator_loss(f_normal, recon_normal, config: CKAADConfig, d_outputs_recon=
                    recon_anomalous=None) -> dict:
     """G's loss (eq. 13): L_rec (eq. 2, normal images only) + adv_weight * L_adv (eq. 9: the energy of D's
     outputs on every reconstruction as normal), or ReconSub's L_rec(normal) - lam L_rec(anomalous) (eq. 4).
-    ``d_outputs_recon``: each discriminator's outputs on the reconstructions. Returns the terms and ``total``."""
+    ``d_outputs_recon``: each discriminator's outputs on the reconstructions. Returns the terms and ``total``.
+
+    Its L_rec (eq. 2) is derived in notebook 07, §1 · Feature reconstruction, and why it over-generalises."""
     rec = cosine_reconstruction_loss(f_normal, recon_normal)
     terms = {"rec": rec, "adv": torch.zeros((), device=rec.device), "sub": torch.zeros((), device=rec.device)}
     if config.objective == "reconsub":
@@ -365,6 +384,7 @@ def train_ckaad(config: CKAADConfig, train: ImageDataset, device=None, shots: Im
             _set_mode(model, True)
             t0 += time.perf_counter() - t_log
     _set_mode(model, False)
+    model.history = history
     return model, history
 
 
@@ -375,7 +395,11 @@ def _set_mode(model: CKAADModel, train: bool) -> None:
 
 @torch.no_grad()
 def predict(model: CKAADModel, images: torch.Tensor, batch_size: int = 32) -> dict:
-    """Eq. 14 for uint8 images [N, 3, S, S]: maps A [N, S, S] and image scores (mean of the top k pixels)."""
+    """Eq. 14 for images [N, 3, S, S] (uint8, or float in [0, 1]): ``maps`` A [N, S, S] (CPU float) and image
+    ``scores`` [N] (the mean of the top k pixels, :attr:`CKAADConfig.k_pixels`).
+
+    The map is derived in notebook 07, §1 · Feature reconstruction, and why it over-generalises
+    (:func:`adlkit.maps.anomaly_map`)."""
     levels = featurize(model.backbone, images)
     maps = []
     for idx in torch.arange(len(images)).split(batch_size):
@@ -472,3 +496,45 @@ def run_ckaad(config: CKAADConfig, train: ImageDataset, test: ImageDataset, devi
     result.update(model=model, history=history, test=test, curve=curve, discriminator=final)
     return result
 
+
+# ---- the common surface: Config, fit, predict, save, load, run
+# (predict is eq. 14 above: images [N, 3, S, S] -> "scores" [N], "maps" [N, S, S])
+Config = CKAADConfig
+run = run_ckaad
+
+
+def fit(config: CKAADConfig, train: ImageDataset, device=None, shots: ImageDataset | None = None,
+        **kwargs) -> CKAADModel:
+    """:func:`train_ckaad` (its keywords: ``checkpoint_dir``, ``resume``, ``overwrite``, ``on_log``), returning the
+    trained model alone (its history in ``model.history``). ``shots``: the labelled anomalies of
+    ``anomalies="real"``."""
+    return train_ckaad(config, train, device, shots, **kwargs)[0]
+
+
+def save(model: CKAADModel, path: str | Path, overwrite: bool = False) -> Path:
+    """One file (:mod:`adlkit.modelfile`): ``state`` = {"ae": G's state dict, "d_patch" / "d_image": the row's
+    discriminators (trained, though scoring needs G alone)} plus "backbone" when its weights are random; ``meta`` =
+    the history, the backbone and the image size. The frozen ImageNet backbone is rebuilt on load."""
+    state = {"ae": modelfile.cpu_state(model.ae), **modelfile.backbone_state(model.backbone)}
+    for name in ("d_patch", "d_image"):
+        if getattr(model, name) is not None:
+            state[name] = modelfile.cpu_state(getattr(model, name))
+    meta = {**modelfile.backbone_meta(model.backbone), "image_size": model.config.image_size,
+            "history": dict(model.history)}
+    return modelfile.write(path, "ckaad", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> CKAADModel:
+    """The :class:`CKAADModel` that :func:`save` wrote, on ``device`` (default CPU), in eval mode."""
+    config, state, meta = modelfile.read(path, "ckaad", CKAADConfig, device)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    model = build_model(modelfile.rebuild_config(config, meta, stored="backbone" in state), device)
+    model.config = config
+    modelfile.restore_backbone(model.backbone, state.get("backbone"), meta, path)
+    model.ae.load_state_dict(state["ae"])
+    for name in ("d_patch", "d_image"):
+        if getattr(model, name) is not None:
+            getattr(model, name).load_state_dict(state[name])
+    model.history = meta["history"]
+    _set_mode(model, False)
+    return model

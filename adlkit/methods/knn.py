@@ -32,18 +32,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
+from .. import metrics, modelfile, training
 from ..data import ImageDataset, cache_tensors
 from ..features import featurize
+from ..maps import gaussian_smooth
 from ..models import backbone as make_backbone
-from ..models.rd import gaussian_smooth
 
 __all__ = ["KNNConfig", "KNNModel", "patch_features", "greedy_coreset", "nearest_distances", "fit_knn",
-           "predict", "score_knn", "run_knn"]
+           "predict", "score_knn", "run_knn", "Config", "fit", "save", "load", "run"]
 
 
 @dataclass
@@ -70,10 +71,18 @@ class KNNConfig:
         if len(tuple(self.layers)) != 2:
             raise ValueError(f"layers must name two backbone levels, a finer and a coarser one (e.g. (2, 3)); "
                              f"got {self.layers!r}")
+        if self.coreset_batch < 1:
+            raise ValueError(f"coreset_batch must be >= 1 (1 = one pass over the bank per selected row, as Algorithm "
+                             f"1; the default 256 makes the same choices in fewer passes); got {self.coreset_batch}")
+        if self.projection_dim is not None and self.projection_dim < 0:
+            raise ValueError(f"projection_dim must be >= 0 (0 = select in the full feature space; the default 32); "
+                             f"got {self.projection_dim}")
 
 
 @dataclass
 class KNNModel:
+    """What the kNN scores with: its config, the frozen backbone and the memory bank (nothing is trained)."""
+
     config: KNNConfig
     backbone: torch.nn.Module
     bank: torch.Tensor  # [M, C] the memory bank (the coreset of the training patches)
@@ -83,7 +92,9 @@ class KNNModel:
 @torch.no_grad()
 def patch_features(levels: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
     """Sec. 3.1: two feature maps [B, C1, h, w] and [B, C2, h', w'] -> locally aware patch features
-    [B, C1 + C2, h, w] (each map averaged over a p x p neighbourhood, the coarse one upsampled)."""
+    [B, C1 + C2, h, w] (each map averaged over a p x p neighbourhood, the coarse one upsampled).
+
+    Derived in notebook 00, §6 · A first detector: distance to pretrained features (PatchCore)."""
     fine, coarse = (F.avg_pool2d(f.float(), patch_size, 1, patch_size // 2) for f in levels)
     coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([fine, coarse], 1)
@@ -101,7 +112,10 @@ def greedy_coreset(features: torch.Tensor, ratio: float, seed: int = 0, projecti
     ``batch=1`` is Algorithm 1 as written: one pass over all N rows per selected row (a matrix-vector product,
     ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2). ``batch=b`` (the default, 256) makes **the same choices** in far
     fewer passes over the bank (:func:`_greedy_passes`): it only defers the distance updates, so it is exact up
-    to floating-point ties, not an approximation. Notebook 00's kNN section derives the one-at-a-time loop."""
+    to floating-point ties, not an approximation.
+
+    Derived in notebook 00, §6 · A first detector: distance to pretrained features (PatchCore): the one-at-a-time
+    loop, checked against ``batch=1`` and (the same rows) the default."""
     n = features.shape[0]
     m = max(1, math.ceil(ratio * n))
     if m >= n:
@@ -143,7 +157,10 @@ def _greedy_passes(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, first
     repeating, gives exactly the greedy order for as long as the next candidate's distance is above tau; the
     first one is always the global farthest. Then the distances of all N rows are updated once, by [rows, k]
     matrix products for the k rows chosen in the pass, 1,024 rows at a time so that each product stays in the
-    CPU's cache (on the magnetic tile's 682 k patches a pass selects about 230 rows)."""
+    CPU's cache (on the magnetic tile's 682 k patches a pass selects about 230 rows).
+
+    Explained in notebook 00, §6 · A first detector: distance to pretrained features (PatchCore) (its list item 2),
+    which checks that it selects the one-at-a-time loop's rows."""
     n = x.shape[0]
     chosen = [first]
     while len(chosen) < m:
@@ -177,7 +194,10 @@ def nearest_distances(bank: torch.Tensor, queries: torch.Tensor, chunk: int = 10
     """Euclidean distance of every query row [Q, C] to its nearest bank row [M, C] -> [Q]: the minimum over the
     bank of ||b||^2 - 2 q.b (one matrix product), plus ||q||^2, then one square root per query (not per pair, as
     ``torch.cdist`` would: 1.5x faster, measured in ``benchmarks/bench_knn.py``). At most ``chunk`` queries, and
-    at most 2^26 distances (256 MB), at a time."""
+    at most 2^26 distances (256 MB), at a time.
+
+    Derived in notebook 00, §6 · A first detector: distance to pretrained features (PatchCore) (as ``torch.cdist``
+    and a minimum)."""
     if queries.shape[0] == 0:
         return queries.new_zeros(0)
     bank = bank.float()
@@ -216,8 +236,11 @@ def fit_knn(config: KNNConfig, train: ImageDataset, device=None, progress: bool 
 
 @torch.no_grad()
 def predict(model: KNNModel, images: torch.Tensor, batch_size: int = 32) -> dict:
-    """Sec. 3.3 for uint8 images [N, 3, S, S]: patch distances [N, h, w], maps [N, S, S] (upsampled,
-    smoothed) and image scores [N] (the largest patch distance)."""
+    """Sec. 3.3 for images [N, 3, S, S] (uint8, or float in [0, 1]): ``patch`` distances [N, h, w], ``maps``
+    [N, S, S] (upsampled, smoothed; CPU float) and image ``scores`` [N] (the largest patch distance).
+
+    Derived in notebook 00, §6 · A first detector: distance to pretrained features (PatchCore) (``knn_scores``,
+    checked against this)."""
     patches = []
     for chunk in images.split(batch_size):
         f = patch_features(featurize(model.backbone, chunk), model.config.patch_size)  # [b, C, h, w]
@@ -250,3 +273,30 @@ def run_knn(config: KNNConfig, train: ImageDataset, test: ImageDataset, ratio: f
     result = score_knn(model, split.test, device)
     result.update(model=model, history=model.history, split=split)
     return result
+
+
+# ---- the common surface: Config, fit, predict, save, load, run
+# (predict is Sec. 3.3 above: images [N, 3, S, S] -> "scores" [N], "maps" [N, S, S], "patch")
+Config = KNNConfig
+fit = fit_knn  # fit(config, train, device=None, progress=False) -> KNNModel: the memory bank
+run = run_knn
+
+
+def save(model: KNNModel, path: str | Path, overwrite: bool = False) -> Path:
+    """One file (:mod:`adlkit.modelfile`): ``state`` = {"bank": [M, C]} (plus "backbone" when its weights are
+    random), ``meta`` = the history, the backbone and the image size. The ImageNet backbone is rebuilt on load."""
+    state = {"bank": model.bank.detach().cpu(), **modelfile.backbone_state(model.backbone)}
+    meta = {**modelfile.backbone_meta(model.backbone), "image_size": model.config.image_size,
+            "history": dict(model.history)}
+    return modelfile.write(path, "knn", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> KNNModel:
+    """The :class:`KNNModel` that :func:`save` wrote, on ``device`` (default CPU): the same scores and maps."""
+    config, state, meta = modelfile.read(path, "knn", KNNConfig, device)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    build = modelfile.rebuild_config(config, meta, stored="backbone" in state)
+    with training.seeded(config.seed):  # a random init (overwritten) leaves the caller's global RNG alone
+        net = make_backbone(build.backbone, pretrained=build.pretrained, layers=config.layers, frozen=True).to(device)
+    modelfile.restore_backbone(net, state.get("backbone"), meta, path)
+    return KNNModel(config, net, state["bank"].to(device), meta["history"])

@@ -49,16 +49,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
+from .. import metrics, modelfile
 from ..data import ImageDataset, TensorCache, cache_tensors
 from ..losses import top_k_mean
-from ..models.rd import gaussian_smooth
+from ..maps import gaussian_smooth
 from . import adl
 
 __all__ = ["CUE_WEIGHTS", "CUES", "FIXED_NORMALIZERS", "NORMALIZATIONS", "MultiCueConfig", "sample_batch",
            "train_multicue", "binary_entropy", "uncertainty", "segmentation_cue", "cues", "phi_inputs",
            "normalize_cue", "fuse", "fit_normalizers", "localize", "per_image_pixel_metrics", "score_multicue",
-           "run_multicue"]
+           "run_multicue", "Config", "fit", "predict", "save", "load", "run"]
 
 CUE_WEIGHTS = (0.55, 0.10, 0.35)  # deviation, uncertainty, segmentation (eq. 10; the authors' code)
 CUES = ("deviation", "uncertainty", "segmentation")
@@ -79,6 +79,19 @@ class MultiCueConfig(adl.ADLConfig):
     normalization: str = "fixed"  # eq. 9's (c, D): "fixed" (FIXED_NORMALIZERS) or "fitted" (fit_normalizers)
     seg_sqrt: bool = True  # the authors' code maps sqrt(g), not g, through eq. 9
     sigma: float = 8.0  # Gaussian smoothing of the gradient maps at 256 px (scaled with the size)
+
+    def __post_init__(self):
+        super().__post_init__()  # ADL's own checks
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS} (eq. 9's (c, D): the authors' constants, "
+                             f"or fitted on training data); got {self.normalization!r}")
+        w = tuple(self.cue_weights)
+        if len(w) != len(CUES) or any(x < 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"cue_weights must be {len(CUES)} non-negative weights, not all zero, one per cue {CUES} "
+                             f"(eq. 10; the authors' code: {CUE_WEIGHTS}); got {self.cue_weights!r}")
+        if self.shots_per_batch < 0:
+            raise ValueError(f"shots_per_batch must be >= 0 (0 = no labelled anomaly in the batches); got "
+                             f"{self.shots_per_batch}")
 
     @classmethod
     def authors_code(cls, **changes):
@@ -164,13 +177,17 @@ def cues(out: dict) -> dict:
 
 def phi_inputs(raw: dict, seg_sqrt: bool = True) -> dict:
     """What eq. 9 maps: the raw cues, with sqrt(g) for the segmentation cue when ``seg_sqrt`` (the authors'
-    code, ``statfree_scale(..., pre='sqrt')``: it spreads the small values g takes on most images)."""
+    code, ``statfree_scale(..., pre='sqrt')``: it spreads the small values g takes on most images).
+
+    Explained in notebook 05, §2 · Normalising and fusing."""
     return {k: (torch.as_tensor(v).clamp_min(0).sqrt() if k == "segmentation" and seg_sqrt else torch.as_tensor(v))
             for k, v in raw.items()}
 
 
 def normalize_cue(x, c: float, D: float):
-    """phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c) (eq. 9): 0 at 0, 1 at (and beyond) D, increasing."""
+    """phi(x; c, D) = ln(1 + clip(x, 0, D) / c) / ln(1 + D / c) (eq. 9): 0 at 0, 1 at (and beyond) D, increasing.
+
+    Derived in notebook 05, §2 · Normalising and fusing (Exercise 1 · Normalise and fuse)."""
     if c <= 0 or D <= 0:
         raise ValueError(f"normalize_cue needs c > 0 and D > 0; got c={c}, D={D}")
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -178,7 +195,9 @@ def normalize_cue(x, c: float, D: float):
 
 
 def fuse(normalized: dict | list, weights=CUE_WEIGHTS, eps: float = 1e-6) -> torch.Tensor:
-    """Weighted geometric mean prod_k x_k^(w_k / sum w) of cues in [0, 1] (eq. 10; ``eps`` keeps log finite)."""
+    """Weighted geometric mean prod_k x_k^(w_k / sum w) of cues in [0, 1] (eq. 10; ``eps`` keeps log finite).
+
+    Derived in notebook 05, §2 · Normalising and fusing (Exercise 1 · Normalise and fuse)."""
     values = list(normalized.values()) if isinstance(normalized, dict) else list(normalized)
     if len(values) != len(weights):
         raise ValueError(f"{len(values)} cues but {len(weights)} weights")
@@ -227,7 +246,9 @@ def fit_normalizers(model, train: ImageDataset, shots: ImageDataset | None = Non
 # ----------------------------------------------------------------------------- localization (paper §4.3)
 def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[torch.Tensor, dict]:
     """Gradient localization maps [B, H, W] for images [B, 3, H, W] in [0, 1] (eqs. 11-13), and the forward
-    pass's outputs (detached). One forward pass and one backward pass per cue, for the whole batch."""
+    pass's outputs (detached). One forward pass and one backward pass per cue, for the whole batch.
+
+    Derived in notebook 05, §3 · Where is the anomaly? Gradient localization, written out."""
     model.eval()
     x = images.detach().clone().requires_grad_(True)
     maps_l = model.shared_levels(model.backbone(x))  # the levels the heads read; the last is the last encoder block
@@ -251,6 +272,22 @@ def localize(model, images: torch.Tensor, sigma_at_256: float = 8.0) -> tuple[to
 
 
 # ----------------------------------------------------------------------------- scoring and evaluation
+def _cues_and_maps(model, images: torch.Tensor, sigma_at_256: float, batch_size: int = 16) -> tuple[dict, torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """One forward pass per batch of images [N, 3, S, S] (uint8, or float in [0, 1]) gives the raw cues {cue: [N]},
+    the gradient maps [N, S, S] (eq. 13) and the segmentation head's maps [N, S, S], all on the CPU."""
+    device = next(model.parameters()).device
+    raw, grad_maps, seg_maps = {k: [] for k in CUES}, [], []
+    for chunk in images.split(batch_size):
+        x = chunk.to(device)
+        maps, out = localize(model, x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), sigma_at_256)
+        grad_maps.append(maps.cpu())
+        seg_maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
+        for k, v in cues(out).items():
+            raw[k].append(v.cpu())
+    return {k: torch.cat(v) for k, v in raw.items()}, torch.cat(grad_maps), torch.cat(seg_maps)
+
+
 def per_image_pixel_metrics(maps, masks, labels, prefix: str = "") -> dict:
     """The authors' code's localization protocol: each anomalous test image's own pixel AUROC and AUPR,
     averaged (images whose mask is empty or full are skipped). ``{prefix}per_anomalous_image_pixel_AUROC`` and
@@ -310,15 +347,7 @@ def score_multicue(model, test: ImageDataset, device=None, train: ImageDataset |
         normalizers = _fit(*(phi_inputs(c, seg_sqrt) for c in training_cues))
     normalizers = normalizers or FIXED_NORMALIZERS
     cache = cache_tensors(test, device)
-    raw, grad_maps, seg_maps = {k: [] for k in CUES}, [], []
-    for batch in cache.batches(batch_size):  # one forward pass per batch gives cues, gradient and segmentation maps
-        maps, out = localize(model, batch["image"], sigma_at_256)
-        grad_maps.append(maps.cpu())
-        seg_maps.append(out["seg"].float().softmax(1)[:, 1].cpu())
-        for k, v in cues(out).items():
-            raw[k].append(v.cpu())
-    raw = {k: torch.cat(v) for k, v in raw.items()}
-    grad_maps, seg_maps = torch.cat(grad_maps), torch.cat(seg_maps)
+    raw, grad_maps, seg_maps = _cues_and_maps(model, cache.images, sigma_at_256, batch_size)
     inputs = phi_inputs(raw, seg_sqrt)
     normed = {k: normalize_cue(inputs[k], *normalizers[k]) for k in CUES}  # eq. 9
     fused = fuse(normed, weights).numpy()  # eq. 10
@@ -353,3 +382,69 @@ def run_multicue(config: MultiCueConfig, train: ImageDataset, test: ImageDataset
     result = score_multicue(model, split.test, device, train=split.train, shots=split.shots)
     result.update(model=model, history=history, split=split)
     return result
+
+
+# ---- the common surface: Config, fit, predict, save, load, run
+Config = MultiCueConfig
+run = run_multicue
+
+
+def fit(config: MultiCueConfig, train: ImageDataset, device=None, shots: ImageDataset | None = None,
+        **kwargs) -> adl.ADLModel:
+    """:func:`train_multicue` with ``shots`` (the labelled anomalies; its keywords: ``checkpoint_dir``, ``resume``,
+    ``overwrite``, ``progress``, ``stop_after_epoch``, ``pool_from``), returning the trained model alone, with
+    ``model.history`` and ``model.normalizers``: eq. 9's (c, D) per cue that :func:`predict` uses
+    (:data:`FIXED_NORMALIZERS`, or with ``normalization="fitted"`` :func:`fit_normalizers` on the normal-labelled
+    training images and the shots, as :func:`score_multicue` fits them)."""
+    model, history = train_multicue(config, train, shots, device, **kwargs)
+    model.history = history
+    if config.normalization == "fitted":
+        normal = train.subset([i for i, s in enumerate(train.samples) if s.label == 0])
+        model.normalizers = fit_normalizers(model, normal, shots, device, config.seg_sqrt)
+    else:
+        model.normalizers = dict(FIXED_NORMALIZERS)
+    return model
+
+
+def predict(model: adl.ADLModel, images: torch.Tensor, batch_size: int = 16, normalizers: dict | None = None) -> dict:
+    """The fused score and the gradient maps of images [N, 3, S, S] (uint8, or float in [0, 1]).
+
+    ``scores`` [N]: eq. 10's weighted geometric mean of the three cues mapped by eq. 9 (with ``normalizers``, else
+    ``model.normalizers`` from :func:`fit` or :func:`load`, else :data:`FIXED_NORMALIZERS`); ``maps`` [N, S, S] (CPU
+    float): the gradient localization maps of eq. 13 (:func:`localize`). Also ``seg_maps`` (the segmentation
+    head's), ``raw`` and ``normalized`` (per cue). The same numbers as :func:`score_multicue` on the same images.
+    Gradients flow to the input, so this does not run under ``torch.no_grad``."""
+    normalizers = normalizers or getattr(model, "normalizers", None)
+    if normalizers is None:
+        if _option(model, "normalization", None, "fixed") == "fitted":
+            raise ValueError("normalization='fitted' needs eq. 9's fitted (c, D): train with multicue.fit (it stores "
+                             "them as model.normalizers) or pass normalizers=")
+        normalizers = FIXED_NORMALIZERS
+    raw, grad_maps, seg_maps = _cues_and_maps(model, images, _option(model, "sigma", None, 8.0), batch_size)
+    inputs = phi_inputs(raw, _option(model, "seg_sqrt", None, True))
+    normed = {k: normalize_cue(inputs[k], *normalizers[k]) for k in CUES}  # eq. 9
+    return {"scores": fuse(normed, _option(model, "cue_weights", None, CUE_WEIGHTS)), "maps": grad_maps,  # eq. 10
+            "seg_maps": seg_maps, "raw": raw, "normalized": normed}
+
+
+def save(model: adl.ADLModel, path: str | Path, overwrite: bool = False) -> Path:
+    """One file (:mod:`adlkit.modelfile`) with ADL's layout (:func:`adlkit.methods.adl.model_state`): ``state`` =
+    {"heads": the three heads' state dict} plus "shared" (the trainable neck or top stage, when there is one) and
+    "backbone" (when it trained end to end, or its weights are random); ``meta`` = eq. 9's ``normalizers``, the
+    history, the backbone and the image size. A frozen ImageNet backbone is rebuilt on load."""
+    if getattr(model, "history", None) is None:  # trained by train_multicue, not fit: no history attached
+        model.history = {}
+    state, meta = adl.model_state(model)
+    normalizers = getattr(model, "normalizers", None)
+    meta.update(image_size=model.config.image_size,
+                normalizers={k: list(v) for k, v in normalizers.items()} if normalizers else None)
+    return modelfile.write(path, "multicue", model.config, state, meta, overwrite)
+
+
+def load(path: str | Path, device=None) -> adl.ADLModel:
+    """The model that :func:`save` wrote, on ``device`` (default CPU), in eval mode, with ``history`` and
+    ``normalizers``: the same scores and maps from :func:`predict`."""
+    config, state, meta = modelfile.read(path, "multicue", MultiCueConfig, device)
+    model = adl.model_from_state(config, state, meta, path, device)
+    model.normalizers = {k: tuple(v) for k, v in meta["normalizers"].items()} if meta.get("normalizers") else None
+    return model

@@ -11,8 +11,9 @@ image is not::
     E_3 [B, C3, S/16] --------------------+
     b --up--> D_3 [B, C3, S/16] --up--> D_2 [B, C2, S/8] --up--> D_1 [B, C1, S/4]
 
-The map A = Gauss_sigma(sum_l up(1 - cos_ch(E_l, D_l))) (:func:`anomaly_map`) and the image score
-s_img = mean of its top 1% pixels (:func:`image_score`).
+The map A = Gauss_sigma(sum_l up(1 - cos_ch(E_l, D_l))) (:func:`adlkit.maps.anomaly_map`) and the image
+score s_img = mean of its top 1% pixels (:func:`adlkit.maps.image_score`) live in :mod:`adlkit.maps`, shared
+with the other methods; they stay importable from here (``from adlkit.models.rd import gaussian_smooth``).
 
 CADA (J. Guo, H. Han, S. Lu, W. Zhang, H. Li, *Absolute-Unified Multi-Class Anomaly Detection via
 Class-Agnostic Distribution Alignment*, arXiv:2404.00724, 2024) puts a small head on the bottleneck
@@ -31,48 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the maps and scores live in the bottom layer (adlkit.maps); kept importable from here, where notebooks import them
+from ..maps import anomaly_map, blur_matrix, cosine_distance_maps, gaussian_smooth, image_score
+
 __all__ = ["ReverseDistillation", "DistributionHead", "anomaly_map", "gaussian_smooth", "blur_matrix", "image_score",
            "cosine_distance_maps"]
-
-
-def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 4.0, radius: int | None = None) -> torch.Tensor:
-    """Gaussian smoothing of a batch of maps [B, H, W] in one call, with mirrored borders (d c b | a b c d).
-
-    Equal to ``scipy.ndimage.gaussian_filter(map, sigma, mode="mirror", truncate=truncate)`` applied to each
-    map (kernel radius ``int(truncate * sigma + 0.5)``; torchvision's ``gaussian_blur`` for radii below the
-    map's size). The blur is separable, and a 1-D blur with mirrored borders is a matrix K: the result is
-    K_H A K_W^T, two batched matrix products (on a CPU about 30x faster than a 2-D convolution with the
-    33 x 33 kernel of sigma = 4). ``radius`` overrides ``truncate``. ``sigma <= 0`` returns the maps unchanged.
-    """
-    if sigma <= 0:
-        return maps
-    if maps.ndim != 3:
-        raise ValueError(f"expected maps [B, H, W]; got {tuple(maps.shape)}")
-    h, w = maps.shape[-2:]
-    dtype = maps.dtype if maps.is_floating_point() else torch.float32
-    k_h = blur_matrix(h, sigma, truncate, maps.device, dtype, radius)
-    k_w = k_h if w == h else blur_matrix(w, sigma, truncate, maps.device, dtype, radius)
-    return k_h @ maps.to(dtype) @ k_w.T
-
-
-def blur_matrix(n: int, sigma: float, truncate: float = 4.0, device=None, dtype=torch.float32,
-                radius: int | None = None) -> torch.Tensor:
-    """The [n, n] matrix of a 1-D Gaussian blur with mirrored borders: (K x)_i = sum_t g_t x_mirror(i + t),
-    t in [-radius, radius] (default radius ``int(truncate * sigma + 0.5)``)."""
-    radius = int(truncate * sigma + 0.5) if radius is None else int(radius)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    j = torch.arange(n)[:, None] + t.long()[None, :]  # [n, 2r + 1] source positions
-    if n > 1:
-        period = 2 * (n - 1)
-        j = j % period
-        j = torch.where(j > n - 1, period - j, j)  # mirror about the first and the last pixel
-    else:
-        j = torch.zeros_like(j)
-    k = torch.zeros(n, n, dtype=torch.float64)
-    k.index_put_((torch.arange(n)[:, None].expand_as(j), j), g.expand_as(j).clone(), accumulate=True)
-    return k.to(device=device, dtype=dtype)
 
 
 # RD4AD normalises with BatchNorm; CKAAD's feature auto-encoder with affine InstanceNorm (its Table 6)
@@ -161,31 +125,6 @@ class ReverseDistillation(nn.Module):
     def forward(self, levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         b = self.encode(levels)
         return self.decode(b), b
-
-
-def cosine_distance_maps(encoded: list[torch.Tensor], decoded: list[torch.Tensor], size) -> torch.Tensor:
-    """Per level 1 - cos over channels at each position, upsampled to ``size``: [B, L, H, W]."""
-    maps = [1 - F.cosine_similarity(e, d, dim=1)[:, None] for e, d in zip(encoded, decoded)]
-    return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1)
-
-
-def anomaly_map(encoded: list[torch.Tensor], decoded: list[torch.Tensor], size, sigma: float = 4.0) -> torch.Tensor:
-    """A = Gauss_sigma(sum_l up(1 - cos_ch(E_l, D_l))): [B, H, W] at ``size`` (a sum over levels, as RD4AD).
-
-    ``sigma`` is in pixels of ``size`` (RD4AD and CADA: 4 at 256 px; scale it with the size).
-    """
-    return gaussian_smooth(cosine_distance_maps(encoded, decoded, size).sum(1), sigma)
-
-
-def image_score(maps: torch.Tensor, top_percent: float = 1.0) -> torch.Tensor:
-    """s_img: the mean of the top ``top_percent``% pixels of each map [B, H, W] (0: the maximum)."""
-    flat = maps.flatten(1)
-    if top_percent <= 0:
-        return flat.max(1).values
-    if top_percent > 100:
-        raise ValueError(f"top_percent must be in (0, 100] (or 0 for the maximum); got {top_percent}")
-    k = max(1, int(round(flat.shape[1] * top_percent / 100)))
-    return flat.topk(k, dim=1).values.mean(1)
 
 
 class DistributionHead(nn.Module):

@@ -34,7 +34,7 @@ MAX_LOG2_RES = 5  # DRAEM: lattice resolutions 2^0 .. 2^5 per axis
 def fade(t: torch.Tensor) -> torch.Tensor:
     """Perlin's quintic fade 6t⁵ − 15t⁴ + 10t³: f(0)=0, f(1)=1, f' and f'' vanish at both ends.
 
-    Derived in notebook 01, section 2 (the fade curve)."""
+    Derived in notebook 01, §2 (the fade curve)."""
     return t * t * t * (t * (t * 6 - 15) + 10)
 
 
@@ -45,7 +45,7 @@ def interpolate_corners(n00, n10, n01, n11, ty, tx):
     position inside its cell. Returns √2 · lerp(lerp(n00, n10, f(ty)), lerp(n01, n11, f(ty)), f(tx)).
     (√2 scales the range of 2-D Perlin noise, ±√½, to ±1.)
 
-    Derived in notebook 01, section 1 (from random values to gradient noise).
+    Derived in notebook 01, §1 (from random values to gradient noise).
     """
     fy, fx = fade(ty), fade(tx)
     return math.sqrt(2) * torch.lerp(torch.lerp(n00, n10, fy), torch.lerp(n01, n11, fy), fx)
@@ -142,7 +142,7 @@ def perlin_noise(batch: int, height: int, width: int, *, res=None, octaves: int 
     each sample's noise about the image centre (0 outside, as DRAEM's rotation). With ``return_res``
     the base lattice per sample is returned too.
 
-    Derived in notebook 01, section 3 (octaves and lattice resolution).
+    Derived in notebook 01, §3 (octaves and lattice resolution).
     """
     if batch < 1 or height < 1 or width < 1:
         raise ValueError(f"batch, height and width must be positive; got {batch}, {height}, {width}")
@@ -186,7 +186,7 @@ def perlin_masks(batch: int, height: int, width: int, *, threshold: float = 0.5,
     per sample and which masks came out empty (``.empty_fraction`` reports how often).
     ``rotate_degrees=0`` switches rotation off.
 
-    Derived in notebook 01, section 4 (from noise to masks).
+    Derived in notebook 01, §4 (from noise to masks).
     """
     device = _device(device, generator)
     res = _as_res(res, batch, generator, device)
@@ -215,7 +215,7 @@ def blend(images: torch.Tensor, masks: torch.Tensor, sources: torch.Tensor, beta
     [B] tensor. Inside the mask the result is β·source + (1 − β)·image; outside it is the image.
     ``out`` (optional) receives the result.
 
-    Derived in notebook 01, section 5 (the blend, eq. 1).
+    Derived in notebook 01, §5 (the blend, eq. 1).
     """
     if masks.ndim == 3:
         masks = masks[:, None]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import config
+from ..maps import gaussian_smooth
 from .perlin import _rand, _randint, blend, perlin_masks, rotate, sample_beta
 
 __all__ = ["load_texture_sources", "builtin_sources", "histograms", "augment_sources", "PseudoAnomaly", "elastic_anomalies",
@@ -415,8 +416,6 @@ def elastic_anomalies(images: torch.Tensor, alpha: float = 200.0, sigma: float =
     dx = _rand((b, 1, h, w), generator, images.device, images.dtype) * 2 - 1
     dy = _rand((b, 1, h, w), generator, images.device, images.dtype) * 2 - 1
     if sigma > 0:  # torchvision's kernel (size int(8 sigma + 1), made odd) with mirrored borders, as matrix products
-        from ..models.rd import gaussian_smooth
-
         radius = int(8 * sigma + 1) // 2
         dx = gaussian_smooth(dx[:, 0], sigma, radius=radius)[:, None]
         dy = gaussian_smooth(dy[:, 0], sigma, radius=radius)[:, None]
