@@ -203,7 +203,8 @@ def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, 
         about = [f"model <code>{html.escape(str(model_path))}</code> ({html.escape(module.__name__.split('.')[-1])}, "
                  f"{model.config.image_size} px) on <code>{html.escape(str(images))}</code>: {len(scores)} images",
                  _threshold_line(threshold, found), f"map colour scale {vmin:.4g} … {vmax:.4g}"]
-        page = write_gallery(out / "index.html", f"{Path(images).name}: anomaly scores", about, cards)
+        where = "/".join(Path(images).expanduser().resolve().parts[-2:])  # e.g. tile/test
+        page = write_gallery(out / "index.html", f"{where}: anomaly scores", about, cards)
     return {"scores": scores, "threshold": threshold, "metrics": found, "csv": out / "scores.csv", "html": page}
 
 
