@@ -171,8 +171,10 @@ def test_adl_save_load_round_trip_gives_identical_predictions(tile, tmp_path, mo
     loaded = adl.load(path)
     assert torch.equal(torch.get_rng_state(), rng)  # loading leaves the global RNG alone
     after = adl.predict(loaded, _images(test))
+    # equal up to float rounding: a frozen backbone's features may have been remembered from a batch of another
+    # size (adlkit.features' memo, e.g. filled by an earlier test), and the loaded model computes them afresh
     for key in ("scores", "maps", "logit", "seg"):
-        assert torch.equal(before[key], after[key]), key
+        assert torch.allclose(before[key], after[key], rtol=1e-4, atol=1e-5), key
     assert loaded.config == model.config and loaded.history == model.history and not loaded.training
 
 
