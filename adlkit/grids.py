@@ -450,7 +450,11 @@ def _run_ahl_cell(cell: Cell) -> list[RunRecord]:
                 train_seconds=round(sum(m["history"]["seconds"] for m in r["models"].values()), 2),
                 wall_seconds=round(time.perf_counter() - t0, 2))
     general_types = first.open_set == "general" and specs.typed_anomalies(options.data)
-    return [_ahl_record(planned, r, info, general_types) for planned in cell.planned]
+    records = [_ahl_record(planned, r, info, general_types) for planned in cell.planned]
+    parts = ("ahl", p["cat"], first.open_set, f"shots{first.shots}", first.seen_class, f"s{first.seed}")
+    for record in records:  # --save-models keeps the AHL row's model (theta_g, the adapted theta_i, w, psi)
+        record.model = SavedModel("ahl", r["model"], parts) if record.ablation == "AHL" else None
+    return records
 
 
 def _ahl_record(planned: RunRecord, r: dict, info: dict, per_type: bool) -> RunRecord:

@@ -138,10 +138,11 @@ def _fast(method, root):
             "multicue": ["run", "multicue", *data, "--category", "tile", *T.FAST, "--shots", "2", "--set",
                          *T.FAST_SET, "shots_per_batch=2"],
             "ckaad": ["run", "ckaad", *data, "--category", "tile", *T.CKAAD_FAST],
-            "cada": ["run", "cada", *data, "--category", "tile", "washer", *T.CADA_FAST]}[method]
+            "cada": ["run", "cada", *data, "--category", "tile", "washer", *T.CADA_FAST],
+            "ahl": ["run", "ahl", *data, "--category", "tile", *T.AHL_FAST, "--shots", "2"]}[method]
 
 
-@pytest.mark.parametrize("method", ["adl", "multicue", "ckaad", "cada"])
+@pytest.mark.parametrize("method", ["adl", "multicue", "ckaad", "cada", "ahl"])
 def test_every_trained_method_saves_a_model_that_predict_scores_as_the_run_did(method, small_root, tmp_path,
                                                                                 monkeypatch):
     import torch
@@ -156,14 +157,24 @@ def test_every_trained_method_saves_a_model_that_predict_scores_as_the_run_did(m
     module, model = methods.load_any(path)
     assert module.__name__ == f"adlkit.methods.{method}"
     rows = json.loads(out.read_text())
+    row_of = {"adl": "Proposed", "multicue": "Proposed", "ckaad": "+patch", "cada": "CADA", "ahl": "AHL"}
     row = next(r for r in rows if r["category"] == ("pooled" if method == "cada" else "tile")
-               and r.get("variant", "cada") in ("cada", "paper"))
+               and r.get("variant") in ("cada", "paper") and r["ablation"] == row_of[method])
     test = MVTecLike(small_root, ["tile", "washer"] if method == "cada" else "tile", "test", 64)
     images = torch.stack([test.load_image(s) for s in test.samples])
     found = module.predict(model, images)
     scores = np.asarray(found["scores"], dtype=np.float64)
-    assert found["maps"] is not None and tuple(found["maps"].shape) == (len(test), 64, 64)
+    if method == "ahl":  # AHL scores whole images: no maps
+        assert found["maps"] is None
+    else:
+        assert tuple(found["maps"].shape) == (len(test), 64, 64)
     if method == "multicue":  # its shots left the test set: every scored image's score is among the folder's
         assert all(np.isclose(scores, s, rtol=1e-4, atol=1e-6).any() for s in row["test_scores"])
+    elif method == "ahl":  # the open-set split, as the run drew it (seed 0): its test set's AUROC
+        from adlkit.data import open_set_split
+
+        split = open_set_split(MVTecLike(small_root, "tile", "train", 64), test, "general", 2, 0, None)
+        keep = [test.samples.index(s) for s in split.test.samples]
+        assert metrics.image_auroc(scores[keep], split.test.truths) == pytest.approx(row["image_AUROC"], abs=1e-6)
     else:
         assert metrics.image_auroc(scores, test.truths) == pytest.approx(row["image_AUROC"], abs=1e-6)
