@@ -62,6 +62,15 @@ def _ckpt(options, name: str) -> Path | None:
     return Path(options.checkpoint) / name if options.checkpoint else None
 
 
+def _texture_kind(textures: dict, sources) -> str:
+    """What a row records as its texture source (DTD, built-in, ...); describing a folder decodes it: once each."""
+    from .synth import PseudoAnomaly
+
+    if sources not in textures:
+        textures[sources] = PseudoAnomaly(8, sources=sources).source_kind
+    return textures[sources]
+
+
 def _tag(ablation: str | None) -> str:
     return f"_{ablation.replace(' ', '_').replace('+', 'plus')}" if ablation else ""
 
@@ -100,18 +109,15 @@ def _adl_changes(options) -> dict:
 
 
 def _adl_cell(options, base, settings, data, textures, cat, eps, seed, ablation, shots) -> Cell:
-    from .synth import PseudoAnomaly
-
     config = dataclasses.replace(base.ablation(ablation) if ablation else base, seed=seed)
     config = dataclasses.replace(config, **settings)
-    if config.sources not in textures:  # describing a texture folder decodes it: once per folder
-        textures[config.sources] = PseudoAnomaly(8, sources=config.sources).source_kind
     multi = options.method == "multicue"
     record = RunRecord(method=options.method, variant=options.variant, ablation=config.ablation_name() or "custom",
                        setting=_setting(settings), dataset=specs.dataset_label(options.data), category=cat,
                        contamination=eps, shots=shots, leaky=options.leaky, train_backbone=config.train_backbone,
                        training=config.training, backbone=config.backbone, image_size=config.image_size,
-                       texture_source=textures[config.sources], seed=seed, config=dataclasses.asdict(config))
+                       texture_source=_texture_kind(textures, config.sources), seed=seed,
+                       config=dataclasses.asdict(config))
     name = (f"{options.method}{f' [{ablation}]' if ablation else ''} {cat} contamination={eps:g} seed={seed}"
             + (f" shots={shots}" if multi else ""))
     ckpt = _ckpt(options, f"{cat}_c{eps:g}_s{seed}{_tag(ablation)}" + (f"_shots{shots}" if multi else ""))
@@ -233,22 +239,21 @@ def ckaad(options) -> list[RunRecord]:
     for name in rows:
         _ = dataclasses.replace(base.ablation(name), **settings).k_pixels  # an unknown row or a bad k fails first
     eval_at = sorted(set(options.eval_at or []) | ({base.steps} if options.eval_at else set()))
-    shared = dict(options=options, data=data, eval_at=eval_at, device=_device(options))
+    shared = dict(options=options, data=data, eval_at=eval_at, device=_device(options), textures={})
     cells = [_ckaad_cell(shared, base, settings, c, s, a) for c in data for s in options.seed for a in rows]
     return _grid(options, cells, _run_ckaad_cell)
 
 
 def _ckaad_cell(shared: dict, base, settings: dict, cat: str, seed: int, ablation: str) -> Cell:
-    from .synth import PseudoAnomaly
-
     options = shared["options"]
     config = dataclasses.replace(base.ablation(ablation), seed=seed, **settings)
     row = RunRecord(method="ckaad", variant="paper", ablation=ablation, setting=_setting(settings),
                     dataset=specs.dataset_label(options.data), category=cat, contamination=0.0,
                     shots=config.shots if config.anomalies == "real" else 0, leaky=False, train_backbone=False,
                     backbone=config.backbone, image_size=config.image_size, seed=seed,
-                    texture_source=(PseudoAnomaly(8, sources=config.sources).source_kind
-                                    if config.anomalies == "perlin" else None), config=dataclasses.asdict(config))
+                    texture_source=(_texture_kind(shared["textures"], config.sources) if config.anomalies == "perlin"
+                                    else None),
+                    config=dataclasses.asdict(config))
     # --eval-at: one row per step, its config's steps = that step (the model at step s of the run is a run of
     # s steps); eval_of_run = the run's length
     curve = [dataclasses.replace(row, config={**row.config, "steps": s}, eval_of_run=config.steps)
@@ -410,18 +415,14 @@ def _ahl_grid(options) -> list[tuple]:
 
 
 def _ahl_cell(shared: dict, cat, train, test, setting, shots, seen_class, seed) -> Cell:
-    from .synth import PseudoAnomaly
-
-    options, config, textures = shared["options"], dataclasses.replace(shared["base"], seed=seed), shared["textures"]
-    if config.sources not in textures:  # what build_features records: decoding a texture folder, once per folder
-        textures[config.sources] = PseudoAnomaly(8, sources=config.sources).source_kind
+    options, config = shared["options"], dataclasses.replace(shared["base"], seed=seed)
     common = RunRecord(method="ahl", variant=config.variant, setting=_setting(shared["settings"]),
                        dataset=("synthetic (20 anomalies per type)" if options.data == "synthetic"
                                 else specs.dataset_label(options.data)),
                        category=cat, contamination=0.0, shots=shots, leaky=False, train_backbone=False,
                        backbone=config.backbone, image_size=config.image_size, open_set=setting,
                        seen_class=seen_class, seed=seed, config=dataclasses.asdict(config),
-                       texture_source=textures[config.sources])
+                       texture_source=_texture_kind(shared["textures"], config.sources))  # build_features's
     rows = [dataclasses.replace(common, ablation=row) for row in AHL_ROWS
             if config.variant == "paper" or row != "AHL (no base training)"]
 
