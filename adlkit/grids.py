@@ -47,15 +47,21 @@ def _data(options, root: Path | None = None) -> dict:
                                                                      options.all_categories, options.image_size, root)}
 
 
-def _per_type(test, scores, labels) -> dict:
-    """Each defect type of ``test`` against its normals (none when its anomalies have fewer than two types)."""
+def _per_type(options, test, scores, labels) -> dict:
+    """Each defect type of ``test`` against its normals, for the real-defect sets whose types are named across the
+    dataset (the magnetic tile, ELPV; none when its anomalies have fewer than two types). Not for MVTec-layout
+    folders: their types are per class (MVTec AD has 73), and a mixed test set would pool same-named types of
+    different classes; :func:`adlkit.metrics.evaluate` gives them on any test set (``types=``)."""
+    if not specs.typed_anomalies(options.data):
+        return {}
     return metrics.per_type_metrics(scores, labels, specs.defect_types(test))
 
 
-def _grid(options, cells: list[Cell], run_cell) -> list[RunRecord]:
+def _grid(options, cells: list[Cell], run_cell, config_class) -> list[RunRecord]:
     return runs.run_grid(cells, run_cell, Path(options.out) if options.out else None, resume=options.resume,
                          shard=options.shard, overwrite=options.overwrite, save_maps=getattr(options, "save_maps", False),
-                         save_models=getattr(options, "save_models", False))
+                         save_models=getattr(options, "save_models", False),
+                         defaults=dataclasses.asdict(config_class()))
 
 
 def _ckpt(options, name: str) -> Path | None:
@@ -92,7 +98,7 @@ def adl(options) -> list[RunRecord]:
     cells = [_adl_cell(options, base, settings, data, textures, c, e, s, a, k) for c in data
              for e in options.contamination for s in options.seed for a in options.ablation or [None]
              for k in getattr(options, "shots", None) or [0]]
-    return _grid(options, cells, _run_adl_cell)
+    return _grid(options, cells, _run_adl_cell, config_class)
 
 
 multicue = adl
@@ -146,7 +152,7 @@ def _run_adl_cell(cell: Cell) -> list[RunRecord]:
         # the test images' scores and labels in the test set's order (the same for every row of one class,
         # contamination and seed): rows compare image by image (report.rank_correlation)
         test_scores=[round(float(v), 6) for v in r["scores"]], test_labels=[int(v) for v in r["labels"]],
-        metrics={**runs.metrics_of(r), **_per_type(split.test, r["scores"], r["labels"]),
+        metrics={**runs.metrics_of(r), **_per_type(options, split.test, r["scores"], r["labels"]),
                  "n_contaminated": split.report.n_contaminated, "n_test": len(split.test)},
         gallery=Gallery(p["parts"], split.test, r["scores"], r["maps"], {"maps_from": r.get("maps_from")}),
         model=SavedModel(options.method, r["model"], p["parts"]))]
@@ -173,7 +179,7 @@ def cada(options) -> list[RunRecord]:
         base.ablation(name)  # an unknown row fails before any run
     data = dict(root=root, cats=cats, extra=extra, classes=classes, device=_device(options), options=options)
     cells = [_cada_cell(data, base, settings, seed, name) for seed in options.seed for name in options.ablation or [None]]
-    return _grid(options, cells, _run_cada_cell)
+    return _grid(options, cells, _run_cada_cell, CADAConfig)
 
 
 def _cada_cell(data: dict, base, settings: dict, seed: int, ablation: str | None) -> Cell:
@@ -215,12 +221,14 @@ def _run_cada_cell(cell: Cell) -> list[RunRecord]:
         row = {**base, **row}
         if row["category"] in p["extra"]:  # a real class's defect types, each against its normals
             keep = [i for i, s in enumerate(test.samples) if s.class_name == row["category"]]
-            row.update(_per_type(test.subset(keep), torch.as_tensor(r["scores"][row["variant"]])[keep],
-                                 r["labels"][keep]))
+            row.update(metrics.per_type_metrics(torch.as_tensor(r["scores"][row["variant"]])[keep],
+                                                r["labels"][keep], specs.defect_types(test.subset(keep))))
         records.append(RunRecord.from_row(row, stamped=False))
-    records[0].gallery = Gallery(p["parts"], test, r["scores"]["cada"], r["maps"],
-                                 {"method": "cada", "score": "CADA (aligned, one threshold for every class)"})
-    records[0].model = SavedModel("cada", r["model"], p["parts"])
+    # the maps and the model belong to the row of the aligned score on the mixed test set (its id and threshold)
+    pooled = next(r for r in records if r.method == "cada:cada" and r.category == "pooled")
+    pooled.gallery = Gallery(p["parts"], test, r["scores"]["cada"], r["maps"],
+                             {"method": "cada", "score": "CADA (aligned, one threshold for every class)"})
+    pooled.model = SavedModel("cada", r["model"], p["parts"])
     return records
 
 
@@ -241,7 +249,7 @@ def ckaad(options) -> list[RunRecord]:
     eval_at = sorted(set(options.eval_at or []) | ({base.steps} if options.eval_at else set()))
     shared = dict(options=options, data=data, eval_at=eval_at, device=_device(options), textures={})
     cells = [_ckaad_cell(shared, base, settings, c, s, a) for c in data for s in options.seed for a in rows]
-    return _grid(options, cells, _run_ckaad_cell)
+    return _grid(options, cells, _run_ckaad_cell, CKAADConfig)
 
 
 def _ckaad_cell(shared: dict, base, settings: dict, cat: str, seed: int, ablation: str) -> Cell:
@@ -316,7 +324,7 @@ def knn(options) -> list[RunRecord]:
         data = _data(options)
     shared = dict(options=options, data=data, device=_device(options), classes=classes)
     cells = [_knn_cell(shared, base, c, e, s) for c in data for e in options.contamination for s in options.seed]
-    return _grid(options, cells, _run_knn_cell)
+    return _grid(options, cells, _run_knn_cell, KNNConfig)
 
 
 def _knn_cell(shared: dict, base, cat: str, eps: float, seed: int) -> Cell:
@@ -349,7 +357,7 @@ def _run_knn_cell(cell: Cell) -> list[RunRecord]:
     row = dataclasses.replace(
         p["row"], backbone=hist["backbone"], weights=hist["weights"], device=str(p["device"]),
         train_seconds=round(hist["seconds"], 2),
-        metrics={**runs.metrics_of(r), **_per_type(split.test, r["scores"], r["labels"]), "n_bank": hist["n_bank"],
+        metrics={**runs.metrics_of(r), **_per_type(options, split.test, r["scores"], r["labels"]), "n_bank": hist["n_bank"],
                  "n_patches": hist["n_patches"], "n_contaminated": split.report.n_contaminated,
                  "n_test": len(split.test)},
         gallery=Gallery(("knn", p["cat"], f"c{p['row'].contamination:g}", "leaky" if options.leaky else "",
@@ -388,7 +396,7 @@ def ahl(options) -> list[RunRecord]:
         raise ValueError("--seen-class is for the hard setting: add --setting hard (general draws shots from every type)")
     shared = dict(options=options, base=base, settings=settings, device=_device(options), banks={}, textures={})
     cells = [_ahl_cell(shared, *spec) for spec in _ahl_grid(options)]
-    return _grid(options, cells, _run_ahl_cell)
+    return _grid(options, cells, _run_ahl_cell, AHLConfig)
 
 
 def _ahl_grid(options) -> list[tuple]:
@@ -450,23 +458,23 @@ def _run_ahl_cell(cell: Cell) -> list[RunRecord]:
     info = dict(weights=bank.info["weights"], device=str(p["device"]),
                 train_seconds=round(sum(m["history"]["seconds"] for m in r["models"].values()), 2),
                 wall_seconds=round(time.perf_counter() - t0, 2))
-    general_types = first.open_set == "general" and specs.typed_anomalies(options.data)
-    records = [_ahl_record(planned, r, info, general_types) for planned in cell.planned]
+    records = [_ahl_record(planned, r, info, options if first.open_set == "general" else None)
+               for planned in cell.planned]
     parts = ("ahl", p["cat"], first.open_set, f"shots{first.shots}", first.seen_class, f"s{first.seed}")
     for record in records:  # --save-models keeps the AHL row's model (theta_g, the adapted theta_i, w, psi)
         record.model = SavedModel("ahl", r["model"], parts) if record.ablation == "AHL" else None
     return records
 
 
-def _ahl_record(planned: RunRecord, r: dict, info: dict, per_type: bool) -> RunRecord:
+def _ahl_record(planned: RunRecord, r: dict, info: dict, per_type_of) -> RunRecord:
     """One AHL row: its metrics and, for the AHL rows, the meta-training loss it ended on, w per epoch (eq. 7) and
     the base models' drift ||theta_i - theta_g|| / ||theta_g|| per epoch x task."""
     import numpy as np
 
     result = r["rows"][planned.ablation]
     found = {**runs.metrics_of(result), "n_test": len(r["split"].test)}
-    if per_type:  # each defect type against the test normals
-        found.update(_per_type(r["split"].test, result["scores"], r["labels"]))
+    if per_type_of is not None:  # the general setting: each defect type against the test normals
+        found.update(_per_type(per_type_of, r["split"].test, result["scores"], r["labels"]))
     extra, model = {}, r["models"].get(planned.ablation)
     if planned.ablation.startswith("AHL") and model is not None:
         hist = model["history"]

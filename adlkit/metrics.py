@@ -18,6 +18,8 @@ All functions accept NumPy arrays or torch tensors.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
@@ -236,7 +238,8 @@ def per_type_metrics(scores, labels, types) -> dict:
     out = {}
     for kind in kinds if len(kinds) > 1 else []:
         keep = np.array([y == 0 or t == kind for t, y in zip(types, labels)])
-        out.update(image_metrics(scores[keep], labels[keep], prefix=f"{kind}_"))
+        name = re.sub(r"\W+", "_", str(kind)).strip("_")  # a folder such as "scratch-deep" -> scratch_deep_image_AUROC
+        out.update(image_metrics(scores[keep], labels[keep], prefix=f"{name}_"))
     return out
 
 

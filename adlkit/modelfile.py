@@ -25,7 +25,7 @@ import torch
 
 from .training import save_atomic
 
-__all__ = ["FORMAT", "write", "read", "cpu_state", "backbone_state", "backbone_meta", "rebuild_config",
+__all__ = ["FORMAT", "write", "read", "meta", "tag", "cpu_state", "backbone_state", "backbone_meta", "rebuild_config",
            "restore_backbone"]
 
 FORMAT = 1  # "adlkit_model": bumped when the layout changes
@@ -81,8 +81,25 @@ def read(path: str | Path, method: str, config_class, device=None) -> tuple[obje
     return config_class(**payload["config"]), payload["state"], payload["meta"]
 
 
+def meta(path: str | Path) -> dict:
+    """A model file's ``meta`` (no method check): {} for a file that is not an adlkit model file."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (not a torch file: no meta)
+        return {}
+    return payload.get("meta", {}) if isinstance(payload, dict) and "adlkit_model" in payload else {}
+
+
+def tag(path: str | Path, **values) -> Path:
+    """Add JSON values to a model file's ``meta`` (``run ... --save-models`` records the run's id), atomically."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["meta"] = {**payload["meta"], **values}
+    json.dumps(payload["meta"])
+    return save_atomic(payload, Path(path))
+
+
 def _checksum(net) -> float:
-    return float(next(net.parameters()).detach().double().sum())
+    return float(next(net.parameters()).detach().cpu().double().sum())  # on the CPU: the same sum wherever it ran
 
 
 def backbone_state(net) -> dict:

@@ -148,6 +148,12 @@ class RunRecord:
         """What makes a run the same run (``--resume`` skips it): see :func:`run_key`."""
         return run_key(self.to_row())
 
+    def run_id(self) -> str:
+        """A short name of :meth:`key` (12 hex digits), kept in the run's maps and model files: whose they are."""
+        import hashlib
+
+        return hashlib.sha1(self.key().encode()).hexdigest()[:12]
+
 
 TRANSIENT = ("metrics", "gallery", "model")  # not fields of the row (metrics are flattened into it)
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunRecord)) - set(TRANSIENT)
@@ -227,11 +233,13 @@ def check_output(out: str | Path | None, resume: bool = False, overwrite: bool =
 
 def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out: str | Path | None = None,
              resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False,
-             save_maps: bool = False, save_models: bool = False) -> list[RunRecord]:
+             save_maps: bool = False, save_models: bool = False, defaults: dict | None = None) -> list[RunRecord]:
     """Run ``cells`` (the ``shard = (i, n)`` slice: every n-th from the i-th), skipping with ``resume`` the cells
     whose planned rows ``out`` holds; each finished cell's rows are stamped (commit, versions, wall time) and added
     to ``out`` at once, atomically. ``save_maps`` / ``save_models``: each run's kept maps and trained model beside
-    ``out`` (``OUT_maps/``, ``OUT_models/``). Returns the new records."""
+    ``out`` (``OUT_maps/``, ``OUT_models/``). ``defaults``: the method's config field defaults, filled into rows
+    written before a field existed (so that resuming recognises them: a new field keeps the old behaviour by
+    default). Returns the new records."""
     from .training import read_results, write_json
 
     done = check_output(out, resume, overwrite)
@@ -243,7 +251,9 @@ def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out
         cells = cells[shard[0]::shard[1]]
     if out is not None and overwrite:
         write_json(out, [])  # emptied only now, once every argument is checked
-    finished, stamp, new = {run_key(r) for r in done}, provenance(), []
+    methods = {r.method for cell in cells for r in cell.planned}
+    finished = {run_key(_with_defaults(r, defaults) if r.get("method") in methods else r) for r in done}
+    stamp, new = provenance(), []
     for cell in cells:
         if cell.planned and all(r.key() in finished for r in cell.planned):
             print(f"{cell.name}: already in {out}, skipped (--resume)")
@@ -254,9 +264,9 @@ def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out
             r.commit, r.versions = stamp["commit"], stamp["versions"]
             r.wall_seconds = r.wall_seconds if r.wall_seconds is not None else round(time.perf_counter() - t0, 2)
             if save_maps and r.gallery is not None:
-                _save_gallery(out, r, resume or overwrite)
+                _save_gallery(out, r, resume, overwrite)
             if save_models and r.model is not None:
-                save_model(out, r.model, resume or overwrite)
+                save_model(out, r, resume, overwrite)
         if out is not None:
             write_json(out, read_results(out) + [r.to_row() for r in records])
         new += records
@@ -268,23 +278,44 @@ def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out
     return new
 
 
+def _with_defaults(row: dict, defaults: dict | None) -> dict:
+    if not defaults or not isinstance(row.get("config"), dict):
+        return row
+    return {**row, "config": {**defaults, **row["config"]}}
+
+
+def _check_replace(path: Path, what: str, stored_run: str | None, record: RunRecord, resume: bool,
+                   overwrite: bool) -> None:
+    """A maps or model file already at ``path``: replaced with --overwrite, or with --resume when it is this very
+    run's (an unfinished run's leftover); anything else is another run's file, never replaced silently."""
+    if not path.exists() or overwrite or (resume and stored_run == record.run_id()):
+        return
+    if stored_run == record.run_id():
+        raise FileExistsError(f"{path} holds this run's {what} from an earlier attempt: pass --resume or --overwrite "
+                              "to replace it")
+    whose = f"run {stored_run}" if stored_run else "a run from before run ids"
+    raise FileExistsError(f"{path} holds the {what} of another run ({whose}; this run is {record.run_id()}: another "
+                          "image size, backbone, variant or --set written to the same --out?). Choose another --out, "
+                          "or --overwrite to start the file and its folder again")
+
+
 GALLERY_META = ("method", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky", "training",
                 "backbone", "image_size", "seed", "commit")
 
 
-def _save_gallery(out: Path, record: RunRecord, replace: bool) -> None:
+def _save_gallery(out: Path, record: RunRecord, resume: bool, overwrite: bool) -> None:
     """``--save-maps``: a few of this run's test images with their maps, in ``OUT_maps/`` (:mod:`adlkit.gallery`),
-    described by the run's fields and the gallery's own. A file already there belongs to an earlier run: kept
-    unless --resume (an unfinished run's leftover) or --overwrite says otherwise."""
+    described by the run's fields, its id and F1-max threshold (``report --html`` flags at it) and the gallery's
+    own. A file already there is replaced only as :func:`_check_replace` allows."""
     from . import gallery
 
     g = record.gallery
     path = gallery.maps_dir(out) / gallery.file_name(*g.parts)
-    if path.exists() and not replace:
-        raise FileExistsError(f"{path} exists (the maps of an earlier run): pass --resume or --overwrite to "
-                              "replace it, or choose another --out")
+    stored = gallery.load(path)["meta"].get("run") if path.exists() else None
+    _check_replace(path, "maps", stored, record, resume, overwrite)
     row = record.to_row()
-    meta = {**{k: row[k] for k in GALLERY_META if k in row}, **g.meta}
+    meta = {**{k: row[k] for k in GALLERY_META if k in row}, "run": record.run_id(),
+            "image_F1max_threshold": row.get("image_F1max_threshold"), **g.meta}
     gallery.save(path, g.test, gallery.pick(g.test, g.scores), g.scores, g.maps, meta)
 
 
@@ -294,19 +325,21 @@ def models_dir(results_file: str | Path) -> Path:
     return results_file.with_name(results_file.stem + "_models")
 
 
-def save_model(out: Path, saved: SavedModel, replace: bool) -> Path:
-    """``--save-models``: the run's model in ``OUT_models/<run>.pt``, by its method's ``save``. A file already there
-    belongs to an earlier run: kept unless --resume or --overwrite says otherwise."""
+def save_model(out: Path, record: RunRecord, resume: bool, overwrite: bool) -> Path:
+    """``--save-models``: the run's model in ``OUT_models/<run>.pt``, by its method's ``save``, its file's meta
+    holding the run's id. A file already there is replaced only as :func:`_check_replace` allows."""
     import importlib
 
+    from . import modelfile
     from .gallery import file_name
 
+    saved = record.model
     path = models_dir(out) / file_name(*saved.parts).replace(".npz", ".pt")
-    if path.exists() and not replace:
-        raise FileExistsError(f"{path} exists (the model of an earlier run): pass --resume or --overwrite to replace "
-                              "it, or choose another --out")
+    _check_replace(path, "model", modelfile.meta(path).get("run") if path.exists() else None, record, resume,
+                   overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     importlib.import_module(f"adlkit.methods.{saved.method}").save(saved.model, path, overwrite=True)
+    modelfile.tag(path, run=record.run_id())
     return path
 
 

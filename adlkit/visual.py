@@ -13,6 +13,7 @@ import csv
 import html
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from . import metrics
 from .data import ImageDataset, Sample
 from .data.datasets import IMAGE_SUFFIXES
 
+_SUFFIXES = {x.lower() for x in IMAGE_SUFFIXES}
 __all__ = ["image_folder", "overlay", "flag", "colour_scale", "predict_folder", "write_gallery", "report_html"]
 
 OUTLINE = (0, 255, 0)
@@ -38,19 +40,29 @@ def image_folder(path: str | Path, image_size: int, masks: str | Path | None = N
     path = Path(path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"--images {path}: no such folder. Point it at a folder of images (png, jpg, bmp, tif)")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
     if not files:
         raise FileNotFoundError(f"--images {path}: no image files (png, jpg, bmp, tif) under it")
     labelled = (path / "good").is_dir()
+    loose = [f.name for f in files if labelled and len(f.relative_to(path).parts) == 1]
+    if loose:
+        raise ValueError(f"--images {path} is in MVTec's test layout (it has good/), but {loose[:3]} sit beside the "
+                         "folders, with no label: move them into good/ or a defect type's folder")
     gt = Path(masks).expanduser() if masks else path.parent / "ground_truth"
     if masks and not gt.is_dir():
         raise FileNotFoundError(f"--masks {gt}: no such folder (expected <defect>/<name>_mask.png inside)")
     samples = []
     for f in files:
-        defect = f.relative_to(path).parts[0] if labelled and len(f.relative_to(path).parts) > 1 else "good"
+        defect = f.relative_to(path).parts[0] if labelled else "good"
         label = int(labelled and defect != "good")
         mask = gt / defect / f"{f.stem}_mask.png" if label else None
         samples.append(Sample(f, label, path.name, defect, mask if mask is not None and mask.is_file() else None))
+    for s in samples:  # before any scoring: a mask must have its image's size
+        if s.mask_path is not None:
+            with Image.open(s.path) as im, Image.open(s.mask_path) as m:
+                if im.size != m.size:
+                    raise ValueError(f"mask {s.mask_path} is {m.size[0]}x{m.size[1]} but its image {s.path} is "
+                                     f"{im.size[0]}x{im.size[1]}: re-export the mask at the image's size")
     return ImageDataset(samples, image_size, path.name), labelled
 
 
@@ -125,7 +137,7 @@ def write_gallery(path: str | Path, title: str, about: list[str], cards: list[di
     parts.append("<div class='grid'>")
     for c in cards:
         badge = f"<span class='badge {c['flag']}'>{c['flag']}</span> " if c["flag"] else ""
-        parts.append(f"<div class='card {c['flag']}' data-score='{c['score']:.6g}'><img src='{html.escape(c['src'])}' "
+        parts.append(f"<div class='card {c['flag']}' data-score='{c['score']:.6g}'><img src='{html.escape(quote(c['src']))}' "
                      f"alt='{html.escape(c['name'])}'><div>{badge}<b>{c['score']:.4g}</b> · rank {c['rank'] + 1}"
                      f"</div><div class='meta'>{html.escape(c['name'])} · {html.escape(c['defect'])}</div></div>")
     parts.append("</div></body></html>\n")
@@ -166,15 +178,16 @@ def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, 
     ``html_page``, ``out/index.html``. ``threshold``: the score at or above which an image is called anomalous;
     by default the F1-max threshold of the folder's labels when it has both kinds (MVTec test layout), else none.
     Returns ``{"scores", "threshold", "metrics", "csv", "html"}``."""
-    from . import methods
+    from . import config, methods
 
     out = Path(out)
-    module, model = methods.load_any(model_path, device)
+    module, model = methods.load_any(model_path, device if device is not None else config.device())
     dataset, labelled = image_folder(images, model.config.image_size, masks)
     _fresh_folder(out, overwrite)
     scores, maps = _scores_and_maps(module, model, dataset, batch_size)
     truths = dataset.truths if labelled else None
     found = metrics.image_metrics(scores, truths) if labelled else {}
+    given = threshold is not None
     if threshold is None and found:
         threshold = found["image_F1max_threshold"]
     vmin, vmax = colour_scale(maps) if maps is not None else (0.0, 1.0)
@@ -184,7 +197,7 @@ def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, 
     rows, cards = [], []
     for i, s in enumerate(dataset.samples):
         rel = Path(s.path).relative_to(Path(images).expanduser())
-        png = Path("overlays") / rel.with_suffix(".png")
+        png = Path("overlays") / rel.with_name(rel.name + ".png")  # a.jpg and a.png stay apart
         image = dataset.load_image(s).permute(1, 2, 0).numpy()
         mask = dataset.load_mask(s)[0].numpy() if s.mask_path else None
         _save_png(overlay(image, maps[i] if maps is not None else None, vmin, vmax, mask), out / png)
@@ -202,28 +215,39 @@ def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, 
     if html_page:
         about = [f"model <code>{html.escape(str(model_path))}</code> ({html.escape(module.__name__.split('.')[-1])}, "
                  f"{model.config.image_size} px) on <code>{html.escape(str(images))}</code>: {len(scores)} images",
-                 _threshold_line(threshold, found), f"map colour scale {vmin:.4g} … {vmax:.4g}"]
+                 _threshold_line(threshold, found, given), f"map colour scale {vmin:.4g} … {vmax:.4g}"]
         where = "/".join(Path(images).expanduser().resolve().parts[-2:])  # e.g. tile/test
         page = write_gallery(out / "index.html", f"{where}: anomaly scores", about, cards)
     return {"scores": scores, "threshold": threshold, "metrics": found, "csv": out / "scores.csv", "html": page}
 
 
-def _threshold_line(threshold: float | None, found: dict) -> str:
+def _threshold_line(threshold: float | None, found: dict, given: bool) -> str:
     if threshold is None:
         return "no threshold: the images are unlabelled (give --threshold to flag them)"
-    if found:
-        return (f"image AUROC {found['image_AUROC']:.3f}; flags at the F1-max threshold {threshold:.4g} "
-                f"(F1 {found['image_F1max']:.3f}): an image at or above it is called anomalous")
-    return f"flags at the threshold {threshold:.4g} (given)"
+    auroc = f"image AUROC {found['image_AUROC']:.3f}; " if found else ""
+    if given:
+        return f"{auroc}flags at the threshold {threshold:.4g} (given): an image at or above it is called anomalous"
+    return (f"{auroc}flags at the F1-max threshold {threshold:.4g} (F1 {found['image_F1max']:.3f}): an image at or "
+            "above it is called anomalous")
 
 
 # ----------------------------------------------------------------------------- the committed runs' maps
 def _matching_row(rows: list[dict], meta: dict) -> dict | None:
-    """The result row a gallery was saved with: every field the gallery records (but its commit) equal."""
-    keys = [k for k in ("method", "ablation", "setting", "dataset", "category", "contamination", "shots", "leaky",
-                        "training", "seed") if k in meta]
-    found = [r for r in rows if all(r.get(k) == meta[k] for k in keys)]
-    return found[0] if found else None
+    """The result row a gallery was saved with: the one whose run id it records, else (a gallery from before run
+    ids) the one final row with every field it records equal (CADA's: the pooled row of the aligned score); None
+    when no single row matches."""
+    from .report import _final
+    from .runs import RunRecord
+
+    if meta.get("run"):
+        found = [r for r in rows if RunRecord.from_row(r, stamped=False).run_id() == meta["run"]]
+    else:
+        where = {k: meta[k] for k in ("method", "ablation", "setting", "dataset", "category", "contamination", "shots",
+                                      "leaky", "training", "backbone", "image_size", "seed") if k in meta}
+        if where.get("method") == "cada":  # the gallery shows the aligned score on the mixed test set
+            where.update(method="cada:cada", category="pooled")
+        found = [r for r in rows if _final(r) and all(r.get(k) == v for k, v in where.items())]
+    return found[0] if len(found) == 1 else None
 
 
 def report_html(results: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -244,7 +268,7 @@ def report_html(results: str | Path, out: str | Path, overwrite: bool = False) -
         for npz in sorted(folder.glob("*.npz")):
             if not npz.name.endswith(".part.npz"):
                 links += _gallery_pages(gallery.load(npz), rows, out, f"{folder.name}/{npz.stem}")
-    items = "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>" for href, text in links)
+    items = "".join(f"<li><a href='{html.escape(quote(href))}'>{html.escape(text)}</a></li>" for href, text in links)
     index = out / "index.html"
     index.write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Saved maps</title><style>"
                      f"{_STYLE}</style></head><body><h1>Saved maps of the committed runs</h1><p class='meta'>"
@@ -256,8 +280,8 @@ def _gallery_pages(g: dict, rows: list[dict], out: Path, name: str) -> list[tupl
     from . import gallery
 
     meta = g["meta"]
-    row = _matching_row(rows, meta) or {}
-    threshold = row.get("image_F1max_threshold")
+    row = {} if "image_F1max_threshold" in meta else (_matching_row(rows, meta) or {})
+    threshold = meta.get("image_F1max_threshold", row.get("image_F1max_threshold"))
     if threshold is None and row.get("test_scores") and 0 < sum(row["test_labels"]) < len(row["test_labels"]):
         threshold = metrics.f1_max_threshold(row["test_scores"], row["test_labels"])[1]  # a row from before F1max
     links = []
@@ -276,7 +300,8 @@ def _gallery_pages(g: dict, rows: list[dict], out: Path, name: str) -> list[tupl
         title = f"{meta.get('method')} {row_name} · {cls} · seed {meta.get('seed')}".replace("  ", " ")
         about = [html.escape(json.dumps({k: v for k, v in meta.items() if k not in ("vmin", "vmax")})),
                  (f"flags at the run's F1-max threshold {threshold:.4g}" if threshold is not None else
-                  "no flags: this run's result row records no F1-max threshold (it predates it)"),
+                  "no flags: no F1-max threshold found for this run (its gallery and result row predate it, or no "
+                  "single row of the result file matches the gallery)"),
                  f"{len(cards)} of the run's {meta.get('n_test')} test images, ranks among all of them"]
         write_gallery(page, title, about, cards)
         links.append((str(page.relative_to(out)), title))

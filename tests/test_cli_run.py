@@ -692,7 +692,7 @@ def test_save_maps_keeps_the_largest_defect_per_type_and_the_top_and_median_norm
     # an earlier run's maps are never replaced silently: a new --out beside them must say so
     out.unlink()
     assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--out", str(out), "--save-maps"]) == 2
-    assert "maps of an earlier run" in capsys.readouterr().err
+    assert "maps from an earlier attempt" in capsys.readouterr().err
     assert cli.main(["run", "knn", "--data", f"mtd:{root}", *KNN_FAST, "--save-maps"]) == 2
     assert "--save-maps writes beside the results file" in capsys.readouterr().err
 

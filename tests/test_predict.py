@@ -178,3 +178,33 @@ def test_every_trained_method_saves_a_model_that_predict_scores_as_the_run_did(m
         assert metrics.image_auroc(scores[keep], split.test.truths) == pytest.approx(row["image_AUROC"], abs=1e-6)
     else:
         assert metrics.image_auroc(scores, test.truths) == pytest.approx(row["image_AUROC"], abs=1e-6)
+
+
+def test_a_folder_is_checked_before_anything_is_scored(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "test"
+    for name in ("good/a.png", "good/a.jpg", "crack/b.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (90, 90, 90)).save(folder / name)
+    dataset, labelled = visual.image_folder(folder, 32)
+    assert labelled and [s.defect for s in dataset.samples] == ["crack", "good", "good"]
+    (tmp_path / "ground_truth" / "crack").mkdir(parents=True)
+    Image.new("L", (16, 16), 255).save(tmp_path / "ground_truth" / "crack" / "b_mask.png")
+    with pytest.raises(ValueError, match="re-export the mask at the image's size"):
+        visual.image_folder(folder, 32)
+    Image.new("RGB", (32, 32)).save(folder / "loose.png")
+    with pytest.raises(ValueError, match="move them into good/"):
+        visual.image_folder(folder, 32)
+    Image.new("RGB", (32, 32)).save(folder / "x.JPEG")
+    assert len(visual.image_folder(folder / "good", 32)[0]) == 2  # unlabelled; any case of a suffix
+
+
+def test_a_gallery_finds_its_row_by_run_id_or_fields():
+    rows = [{"method": "cada:cada", "category": "pooled", "seed": 0, "dataset": "synthetic", "image_F1max_threshold": 2.0},
+            {"method": "cada:cada", "category": "tile", "seed": 0, "dataset": "synthetic"},
+            {"method": "ckaad", "category": "tile", "seed": 0, "config": {"steps": 4}, "eval_of_run": 8},
+            {"method": "ckaad", "category": "tile", "seed": 0, "config": {"steps": 8}, "eval_of_run": 8}]
+    assert visual._matching_row(rows, {"method": "cada", "seed": 0, "category": "tile"}) is rows[0]
+    assert visual._matching_row(rows, {"method": "ckaad", "seed": 0, "category": "tile"}) is rows[3]  # the run's end
+    assert visual._matching_row(rows, {"method": "knn", "seed": 0}) is None

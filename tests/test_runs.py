@@ -25,14 +25,13 @@ def _cells(seeds, calls: list) -> tuple[list[Cell], object]:
     return [Cell(f"toy seed={s}", [_record(s)]) for s in seeds], run_cell
 
 
-def test_every_committed_result_row_is_a_run_record_with_the_same_resume_key():
+def test_every_committed_result_row_is_a_run_record():
     files = sorted(RESULTS.glob("cli_*.json"))
     assert files, "figures/results holds the committed CLI result files"
     n = 0
     for path in files:
         for i, row in enumerate(json.loads(path.read_text())):
             record = RunRecord.from_row(row, where=f"{path.name}, run {i}")
-            assert record.key() == runs.run_key(row)  # --resume still recognises every committed run
             assert RunRecord.from_row(record.to_row()) == record  # the row is the record, nothing lost
             n += 1
     assert n > 100
@@ -94,3 +93,34 @@ def test_a_cell_with_several_rows_is_skipped_only_when_all_are_done(tmp_path):
     runs.run_grid([both], run_cell, out, resume=True)  # row b is missing: the cell runs
     runs.run_grid([both], run_cell, out, resume=True)  # both are there now: skipped
     assert calls == ["one row", "two rows"]
+
+
+def test_resume_recognises_a_row_written_before_a_config_field_existed(tmp_path, capsys):
+    """A field added later (with the old behaviour as its default) is absent from older rows: given the config's
+    defaults, resuming fills it in and skips the run; without them the run would be made again."""
+    out, calls = tmp_path / "r.json", []
+    cells, run_cell = _cells([0], calls)
+    runs.run_grid(cells, run_cell, out)
+    old = json.loads(out.read_text())
+    del old[0]["config"]["k"]  # the row of a version before the field "k" existed
+    training.write_json(out, old)
+    runs.run_grid(cells, run_cell, out, resume=True, defaults={"seed": 0, "k": 3})
+    assert calls == ["toy seed=0"] and "skipped (--resume)" in capsys.readouterr().out
+    runs.run_grid(cells, run_cell, out, resume=True, defaults={"seed": 0, "k": 4})  # another default: not the same run
+    runs.run_grid(*_cells([1], calls), out, resume=True)
+    assert calls == ["toy seed=0", "toy seed=0", "toy seed=1"]
+
+
+def test_a_maps_or_model_file_of_another_run_is_never_replaced_on_resume(tmp_path):
+    from adlkit.runs import _check_replace
+
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"x")
+    mine, other = _record(0), _record(1)
+    _check_replace(path, "maps", mine.run_id(), mine, resume=True, overwrite=False)  # this run's leftover: replaced
+    _check_replace(path, "maps", other.run_id(), mine, resume=False, overwrite=True)  # --overwrite: replaced
+    for stored, resume in ((other.run_id(), True), (None, True), (other.run_id(), False)):
+        with pytest.raises(FileExistsError, match="another run"):
+            _check_replace(path, "maps", stored, mine, resume=resume, overwrite=False)
+    with pytest.raises(FileExistsError, match="earlier attempt: pass --resume"):
+        _check_replace(path, "maps", mine.run_id(), mine, resume=False, overwrite=False)

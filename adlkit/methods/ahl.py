@@ -908,6 +908,7 @@ class AHLModel:
     weights: str | None = None
     history: dict | None = None
     net: nn.Module | None = None  # the frozen backbone, built when first needed
+    checksum: float | None = None  # of the backbone that made the features (a loaded model checks its rebuild)
 
     @classmethod
     def from_training(cls, config: AHLConfig, trained: dict, info: dict) -> AHLModel:
@@ -923,8 +924,11 @@ class AHLModel:
                                  f"{self.weights or 'unknown'} weights, which no name rebuilds: score features of "
                                  "that backbone with ahl.score(model.theta_g, features), or train on ImageNet "
                                  "features (pretrained=True)")
-            self.net = make_backbone(self.backbone, pretrained=True, layers=(self.config.layer,), frozen=True).to(
-                self.theta_g.device)
+            net = make_backbone(self.backbone, pretrained=True, layers=(self.config.layer,), frozen=True)
+            if self.checksum is not None:  # a loaded model: the rebuilt network must be the one it was trained on
+                modelfile.restore_backbone(net, None, {"backbone": self.backbone, "weights": self.weights,
+                                                       "backbone_checksum": self.checksum}, "this AHL model file")
+            self.net = net.to(self.theta_g.device)
         return self.net
 
 
@@ -959,6 +963,9 @@ def save(model: AHLModel, path: str | Path, overwrite: bool = False) -> Path:
     if model.psi is not None:
         state["psi"] = modelfile.cpu_state(model.psi)
     meta = {"backbone": model.backbone, "weights": model.weights, "history": model.history}
+    if model.weights not in (None, "random"):  # a checksum of the backbone, checked when a loaded model rebuilds it
+        meta["backbone_checksum"] = model.checksum if model.checksum is not None else \
+            modelfile.backbone_meta(model.backbone_net())["backbone_checksum"]
     return modelfile.write(path, "ahl", model.config, state, meta, overwrite)
 
 
@@ -974,4 +981,4 @@ def load(path: str | Path, device=None) -> AHLModel:
         psi.load_state_dict(state["psi"])
         psi.to(device if device is not None else "cpu")
     return AHLModel(config, state["theta_g"], state.get("theta_i"), state.get("w"), psi, meta.get("backbone"),
-                    meta.get("weights"), meta.get("history"))
+                    meta.get("weights"), meta.get("history"), checksum=meta.get("backbone_checksum"))
