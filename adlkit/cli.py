@@ -178,12 +178,9 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _cmd_run(args) -> int:
     """``run METHOD``: the method's grid (:mod:`adlkit.grids`), run by :func:`adlkit.runs.run_grid`."""
-    from . import grids
+    from . import grids, runs
 
-    for flag in ("save_maps", "save_models"):
-        if getattr(args, flag, False) and not args.out:
-            raise ValueError(f"--{flag.replace('_', '-')} writes beside the results file: add --out RESULTS.json "
-                             f"(they go to RESULTS_{flag.split('_')[1]}/)")
+    runs.check_side_outputs(args.out, getattr(args, "save_maps", False), getattr(args, "save_models", False))
     if getattr(args, "save_maps", False) and args.method == "ahl":
         raise ValueError("--save-maps: AHL scores whole images (its papers report image AUROC only); it has no maps "
                          "to keep. Drop --save-maps.")

@@ -54,6 +54,29 @@ def spread(n: int, k: int) -> torch.Tensor:
     return torch.arange(k, dtype=torch.int64) * (n - 1) // max(k - 1, 1)
 
 
+def colour_scale(maps) -> tuple[float, float]:
+    """(vmin, vmax) of maps [N, H, W]: the 1st and 99.9th percentile of every value (of every N-th, evenly spread,
+    past 2 M: torch.quantile takes at most 16 M), one scale for all of them, so a faint map stays faint."""
+    flat = torch.as_tensor(maps).float().flatten()
+    sample = flat[spread(len(flat), 2_000_000)]
+    vmin, vmax = (float(v) for v in torch.quantile(sample, torch.tensor([0.01, 0.999])))
+    return vmin, vmax
+
+
+def ranks(scores) -> np.ndarray:
+    """Each score's rank among ``scores`` [N], 0 = the highest (ties in the given order)."""
+    scores = np.asarray(scores)
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
+    return rank
+
+
+def meta(path: str | Path) -> dict:
+    """A saved gallery's ``meta`` alone (the images and maps stay compressed on disk)."""
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["meta"]))
+
+
 def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """[N, C, H, W] -> [N, C, size, size] (nearest for masks, area for images and maps)."""
     return x if x.shape[-1] == size and x.shape[-2] == size else F.interpolate(x, size=(size, size), mode=mode)
@@ -72,9 +95,7 @@ def save(path: str | Path, dataset: ImageDataset, indices: list[int], scores, ma
     if maps.ndim != 3 or len(maps) != len(scores) or len(scores) != len(dataset):
         raise ValueError(f"maps {tuple(maps.shape)} and scores [{len(scores)}] must cover the {len(dataset)} test "
                          "images, maps as [N, H, W]")
-    flat = maps.flatten()
-    sample = flat[spread(len(flat), 2_000_000)]  # torch.quantile takes at most 16M values; every N-th pixel
-    vmin, vmax = (float(v) for v in torch.quantile(sample, torch.tensor([0.01, 0.999])))
+    vmin, vmax = colour_scale(maps)
     images = torch.stack([dataset.load_image(dataset.samples[i]) for i in indices]).float()
     masks = torch.stack([dataset.load_mask(dataset.samples[i], tuple(images.shape[-2:])) for i in indices]).float()
     images = _resize(images, size, "area").round().to(torch.uint8)
@@ -82,9 +103,7 @@ def save(path: str | Path, dataset: ImageDataset, indices: list[int], scores, ma
         images = images[:, :1]
     masks = _resize(masks, size, "nearest") > 0.5
     kept = _resize(maps[indices][:, None], size, "area")[:, 0]
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(len(scores), dtype=np.int64)
-    rank[order] = np.arange(len(scores))
+    rank = ranks(scores)
     samples = [dataset.samples[i] for i in indices]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".part.npz")
@@ -127,7 +146,7 @@ def file_name(*parts) -> str:
     return "".join(c if c.isalnum() or c in ".-_" else "_" for c in text.replace("+", "plus")) + ".npz"
 
 
-def find(results_file: str | Path, **meta) -> dict[str, dict]:
+def find(results_file: str | Path, **where) -> dict[str, dict]:
     """The galleries saved beside ``results_file`` (``run ... --save-maps``) whose ``meta`` has these values,
     e.g. ``find(RESULTS / "cli_ckaad_mtd.json", seed=0, ablation="+patch")``; ``{file stem: gallery}`` in name
     order, {} when there are none."""
@@ -136,9 +155,9 @@ def find(results_file: str | Path, **meta) -> dict[str, dict]:
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
         if path.name.endswith(".part.npz"):
             continue
-        g = load(path)
-        if all(g["meta"].get(k) == v for k, v in meta.items()):
-            found[path.stem] = g
+        saved = meta(path)  # only the matching galleries are decompressed
+        if all(saved.get(k) == v for k, v in where.items()):
+            found[path.stem] = load(path)
     return found
 
 

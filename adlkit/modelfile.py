@@ -25,14 +25,18 @@ import torch
 
 from .training import save_atomic
 
-__all__ = ["FORMAT", "write", "read", "meta", "tag", "cpu_state", "backbone_state", "backbone_meta", "rebuild_config",
+__all__ = ["FORMAT", "write", "read", "meta", "cpu_state", "backbone_state", "backbone_meta", "rebuild_config",
            "restore_backbone"]
 
 FORMAT = 1  # "adlkit_model": bumped when the layout changes
 
 
-def write(path: str | Path, method: str, config, state: dict, meta: dict, overwrite: bool = False) -> Path:
-    """Write a model file (atomically); an existing ``path`` is refused unless ``overwrite``."""
+def write(path: str | Path, method: str, config, state: dict, meta: dict, overwrite: bool = False,
+          tags: dict | None = None) -> Path:
+    """Write a model file (atomically); an existing ``path`` is refused unless ``overwrite``. ``tags``: JSON values
+    the caller adds to ``meta`` (every method's ``save`` passes its own on: ``run ... --save-models`` records the
+    run's id)."""
+    meta = {**meta, **(tags or {})}
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it, or save to another path")
@@ -88,14 +92,6 @@ def meta(path: str | Path) -> dict:
     except Exception:  # noqa: BLE001  (not a torch file: no meta)
         return {}
     return payload.get("meta", {}) if isinstance(payload, dict) and "adlkit_model" in payload else {}
-
-
-def tag(path: str | Path, **values) -> Path:
-    """Add JSON values to a model file's ``meta`` (``run ... --save-models`` records the run's id), atomically."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    payload["meta"] = {**payload["meta"], **values}
-    json.dumps(payload["meta"])
-    return save_atomic(payload, Path(path))
 
 
 def _checksum(net) -> float:

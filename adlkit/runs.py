@@ -231,6 +231,15 @@ def check_output(out: str | Path | None, resume: bool = False, overwrite: bool =
     return [] if overwrite else done
 
 
+def check_side_outputs(out, save_maps: bool = False, save_models: bool = False) -> None:
+    """``--save-maps`` and ``--save-models`` write beside the results file: both need ``out``. Cheap: the command
+    line calls it before loading any data."""
+    for flag, on in (("--save-maps", save_maps), ("--save-models", save_models)):
+        if on and not out:
+            raise ValueError(f"{flag} writes beside the results file: add --out RESULTS.json (they go to "
+                             f"RESULTS_{flag.split('-')[-1]}/)")
+
+
 def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out: str | Path | None = None,
              resume: bool = False, shard: tuple[int, int] | None = None, overwrite: bool = False,
              save_maps: bool = False, save_models: bool = False, defaults: dict | None = None) -> list[RunRecord]:
@@ -243,10 +252,7 @@ def run_grid(cells: list[Cell], run_cell: Callable[[Cell], list[RunRecord]], out
     from .training import read_results, write_json
 
     done = check_output(out, resume, overwrite)
-    for flag, on in (("--save-maps", save_maps), ("--save-models", save_models)):
-        if on and out is None:
-            raise ValueError(f"{flag} writes beside the results file: add --out RESULTS.json (they go to "
-                             f"RESULTS_{flag.split('-')[-1]}/)")
+    check_side_outputs(out, save_maps, save_models)
     if shard:
         cells = cells[shard[0]::shard[1]]
     if out is not None and overwrite:
@@ -311,7 +317,7 @@ def _save_gallery(out: Path, record: RunRecord, resume: bool, overwrite: bool) -
 
     g = record.gallery
     path = gallery.maps_dir(out) / gallery.file_name(*g.parts)
-    stored = gallery.load(path)["meta"].get("run") if path.exists() else None
+    stored = gallery.meta(path).get("run") if path.exists() else None
     _check_replace(path, "maps", stored, record, resume, overwrite)
     row = record.to_row()
     meta = {**{k: row[k] for k in GALLERY_META if k in row}, "run": record.run_id(),
@@ -338,9 +344,8 @@ def save_model(out: Path, record: RunRecord, resume: bool, overwrite: bool) -> P
     _check_replace(path, "model", modelfile.meta(path).get("run") if path.exists() else None, record, resume,
                    overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    importlib.import_module(f"adlkit.methods.{saved.method}").save(saved.model, path, overwrite=True)
-    modelfile.tag(path, run=record.run_id())
-    return path
+    module = importlib.import_module(f"adlkit.methods.{saved.method}")
+    return module.save(saved.model, path, overwrite=True, tags={"run": record.run_id()})
 
 
 # ----------------------------------------------------------------------------- configs from the command line

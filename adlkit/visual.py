@@ -24,7 +24,7 @@ from .data import ImageDataset, Sample
 from .data.datasets import IMAGE_SUFFIXES
 
 _SUFFIXES = {x.lower() for x in IMAGE_SUFFIXES}
-__all__ = ["image_folder", "overlay", "flag", "colour_scale", "predict_folder", "write_gallery", "report_html"]
+__all__ = ["image_folder", "overlay", "flag", "predict_folder", "write_gallery", "report_html"]
 
 OUTLINE = (0, 255, 0)
 
@@ -67,15 +67,6 @@ def image_folder(path: str | Path, image_size: int, masks: str | Path | None = N
 
 
 # ----------------------------------------------------------------------------- pictures out
-def colour_scale(maps) -> tuple[float, float]:
-    """(vmin, vmax): the 1st and 99.9th percentile of every map value (one scale for a page)."""
-    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])
-    if len(values) > 2_000_000:
-        values = values[np.arange(2_000_000, dtype=np.int64) * (len(values) - 1) // 1_999_999]
-    lo, hi = np.quantile(values, [0.01, 0.999])
-    return float(lo), float(max(hi, lo + 1e-12))
-
-
 def _outline(mask: np.ndarray) -> np.ndarray:
     """The boundary pixels of a binary mask [H, W]: in the mask, with a 4-neighbour outside it."""
     m = np.pad(mask.astype(bool), 1)
@@ -159,15 +150,18 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- predict on a folder
-def _scores_and_maps(module, model, dataset: ImageDataset, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    scores, maps = [], []
+def _scores_and_maps(module, model, dataset: ImageDataset, batch_size: int):
+    """The images (uint8 [N, 3, S, S], decoded once: the overlays draw them), their scores [N] and maps [N, S, S]
+    (None for a method without maps), batch by batch."""
+    images, scores, maps = [], [], []
     for start in range(0, len(dataset), batch_size):
         batch = torch.stack([dataset.load_image(s) for s in dataset.samples[start:start + batch_size]])
         out = module.predict(model, batch)
+        images.append(batch)
         scores.append(torch.as_tensor(out["scores"]).float().cpu().numpy().ravel())
         if out.get("maps") is not None:
             maps.append(torch.as_tensor(out["maps"]).float().cpu().numpy())
-    return np.concatenate(scores), (np.concatenate(maps) if maps else None)
+    return torch.cat(images), np.concatenate(scores), (np.concatenate(maps) if maps else None)
 
 
 def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, masks: str | Path | None = None,
@@ -178,27 +172,25 @@ def predict_folder(model_path: str | Path, images: str | Path, out: str | Path, 
     ``html_page``, ``out/index.html``. ``threshold``: the score at or above which an image is called anomalous;
     by default the F1-max threshold of the folder's labels when it has both kinds (MVTec test layout), else none.
     Returns ``{"scores", "threshold", "metrics", "csv", "html"}``."""
-    from . import config, methods
+    from . import config, gallery, methods
 
     out = Path(out)
     module, model = methods.load_any(model_path, device if device is not None else config.device())
     dataset, labelled = image_folder(images, model.config.image_size, masks)
     _fresh_folder(out, overwrite)
-    scores, maps = _scores_and_maps(module, model, dataset, batch_size)
+    images_u8, scores, maps = _scores_and_maps(module, model, dataset, batch_size)
     truths = dataset.truths if labelled else None
     found = metrics.image_metrics(scores, truths) if labelled else {}
     given = threshold is not None
     if threshold is None and found:
         threshold = found["image_F1max_threshold"]
-    vmin, vmax = colour_scale(maps) if maps is not None else (0.0, 1.0)
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(len(scores), dtype=np.int64)
-    rank[order] = np.arange(len(scores))
+    vmin, vmax = gallery.colour_scale(maps) if maps is not None else (0.0, 1.0)
+    rank = gallery.ranks(scores)
     rows, cards = [], []
     for i, s in enumerate(dataset.samples):
         rel = Path(s.path).relative_to(Path(images).expanduser())
         png = Path("overlays") / rel.with_name(rel.name + ".png")  # a.jpg and a.png stay apart
-        image = dataset.load_image(s).permute(1, 2, 0).numpy()
+        image = images_u8[i].permute(1, 2, 0).numpy()
         mask = dataset.load_mask(s)[0].numpy() if s.mask_path else None
         _save_png(overlay(image, maps[i] if maps is not None else None, vmin, vmax, mask), out / png)
         f = flag(float(scores[i]), int(s.truth) if labelled else None, threshold)

@@ -160,6 +160,10 @@ def test_every_trained_method_saves_a_model_that_predict_scores_as_the_run_did(m
     row_of = {"adl": "Proposed", "multicue": "Proposed", "ckaad": "+patch", "cada": "CADA", "ahl": "AHL"}
     row = next(r for r in rows if r["category"] == ("pooled" if method == "cada" else "tile")
                and r.get("variant") in ("cada", "paper") and r["ablation"] == row_of[method])
+    from adlkit import modelfile
+    from adlkit.runs import RunRecord
+
+    assert modelfile.meta(path)["run"] == RunRecord.from_row(row).run_id()  # whose model it is, in its file
     test = MVTecLike(small_root, ["tile", "washer"] if method == "cada" else "tile", "test", 64)
     images = torch.stack([test.load_image(s) for s in test.samples])
     found = module.predict(model, images)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_shared import tiny  # the tiny frozen ADL config the shared-setting tests train
 
 from adlkit import data as D
 from adlkit import features as F_
@@ -29,10 +30,6 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ADLKIT_CACHE", str(tmp_path_factory.getbasetemp() / "surface_b_cache"))
 
 
-def tiny(**changes):
-    base = dict(backbone="efficientnet_lite0", pretrained=False, image_size=64, epochs=2, steps_per_epoch=2,
-                n_normal=4, n_pseudo=4, burn_in=1, lr=1e-3, m=500, pool_size=16, train_backbone=False)
-    return adl.ADLConfig(**{**base, **changes})
 
 
 def _fresh_feature_memo(monkeypatch):

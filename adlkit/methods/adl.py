@@ -740,14 +740,14 @@ def predict(model: ADLModel, images: torch.Tensor, batch_size: int = 32) -> dict
     return out
 
 
-def save(model: ADLModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: ADLModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """Write the trained model to one file (:mod:`adlkit.modelfile`); an existing file is refused unless
     ``overwrite``. ``state`` and ``meta`` are :func:`model_state`'s."""
     if type(model.config) is not ADLConfig:
         raise TypeError(f"adl.save writes ADL models; this one's config is a {type(model.config).__name__}: save it "
                         "with its own method's save (the state is adl.model_state's)")
     state, meta = model_state(model)
-    return modelfile.write(path, "adl", model.config, state, meta, overwrite)
+    return modelfile.write(path, "adl", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> ADLModel:

@@ -950,7 +950,7 @@ def predict(model: AHLModel, images: torch.Tensor, batch_size: int = 32, ensembl
     return {"scores": torch.as_tensor(s).float().cpu(), "maps": None}
 
 
-def save(model: AHLModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: AHLModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """Write the model to one file (:mod:`adlkit.modelfile`); an existing file is refused unless ``overwrite``.
 
     ``state`` = ``theta_g`` [C + 1], and when present ``theta_i`` [T, C + 1], ``w`` [T] and ``psi`` (its state
@@ -966,7 +966,7 @@ def save(model: AHLModel, path: str | Path, overwrite: bool = False) -> Path:
     if model.weights not in (None, "random"):  # a checksum of the backbone, checked when a loaded model rebuilds it
         meta["backbone_checksum"] = model.checksum if model.checksum is not None else \
             modelfile.backbone_meta(model.backbone_net())["backbone_checksum"]
-    return modelfile.write(path, "ahl", model.config, state, meta, overwrite)
+    return modelfile.write(path, "ahl", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> AHLModel:

@@ -556,7 +556,7 @@ def predict(model: CADAModel, images: torch.Tensor, batch_size: int = 32) -> dic
             "predicted_class": [model.classes[i] for i in al["predicted_class"].tolist()]}
 
 
-def save(model: CADAModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: CADAModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """One file (:mod:`adlkit.modelfile`): ``state`` = {"rd": the reverse distillation's state dict, "heads": {head:
     state dict}, "stats": (u_c, gamma_c) [n_classes, 2], "train_stats": {"u", "gamma", "sigma"}, "train_class_ids"}
     plus "backbone" when the encoder's weights are random; ``meta`` = the classes, the history (losses, seconds), the
@@ -570,7 +570,7 @@ def save(model: CADAModel, path: str | Path, overwrite: bool = False) -> Path:
     meta = {**modelfile.backbone_meta(model.encoder), "image_size": model.config.image_size,
             "classes": list(model.classes),
             "history": {k: v for k, v in h.items() if k not in ("train_stats", "train_class_ids")}}
-    return modelfile.write(path, "cada", model.config, state, meta, overwrite)
+    return modelfile.write(path, "cada", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> CADAModel:

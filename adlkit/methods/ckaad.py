@@ -511,7 +511,7 @@ def fit(config: CKAADConfig, train: ImageDataset, device=None, shots: ImageDatas
     return train_ckaad(config, train, device, shots, **kwargs)[0]
 
 
-def save(model: CKAADModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: CKAADModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """One file (:mod:`adlkit.modelfile`): ``state`` = {"ae": G's state dict, "d_patch" / "d_image": the row's
     discriminators (trained, though scoring needs G alone)} plus "backbone" when its weights are random; ``meta`` =
     the history, the backbone and the image size. The frozen ImageNet backbone is rebuilt on load."""
@@ -521,7 +521,7 @@ def save(model: CKAADModel, path: str | Path, overwrite: bool = False) -> Path:
             state[name] = modelfile.cpu_state(getattr(model, name))
     meta = {**modelfile.backbone_meta(model.backbone), "image_size": model.config.image_size,
             "history": dict(model.history)}
-    return modelfile.write(path, "ckaad", model.config, state, meta, overwrite)
+    return modelfile.write(path, "ckaad", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> CKAADModel:

@@ -282,13 +282,13 @@ fit = fit_knn  # fit(config, train, device=None, progress=False) -> KNNModel: th
 run = run_knn
 
 
-def save(model: KNNModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: KNNModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """One file (:mod:`adlkit.modelfile`): ``state`` = {"bank": [M, C]} (plus "backbone" when its weights are
     random), ``meta`` = the history, the backbone and the image size. The ImageNet backbone is rebuilt on load."""
     state = {"bank": model.bank.detach().cpu(), **modelfile.backbone_state(model.backbone)}
     meta = {**modelfile.backbone_meta(model.backbone), "image_size": model.config.image_size,
             "history": dict(model.history)}
-    return modelfile.write(path, "knn", model.config, state, meta, overwrite)
+    return modelfile.write(path, "knn", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> KNNModel:

@@ -427,7 +427,7 @@ def predict(model: adl.ADLModel, images: torch.Tensor, batch_size: int = 16, nor
             "seg_maps": seg_maps, "raw": raw, "normalized": normed}
 
 
-def save(model: adl.ADLModel, path: str | Path, overwrite: bool = False) -> Path:
+def save(model: adl.ADLModel, path: str | Path, overwrite: bool = False, tags: dict | None = None) -> Path:
     """One file (:mod:`adlkit.modelfile`) with ADL's layout (:func:`adlkit.methods.adl.model_state`): ``state`` =
     {"heads": the three heads' state dict} plus "shared" (the trainable neck or top stage, when there is one) and
     "backbone" (when it trained end to end, or its weights are random); ``meta`` = eq. 9's ``normalizers``, the
@@ -438,7 +438,7 @@ def save(model: adl.ADLModel, path: str | Path, overwrite: bool = False) -> Path
     normalizers = getattr(model, "normalizers", None)
     meta.update(image_size=model.config.image_size,
                 normalizers={k: list(v) for k, v in normalizers.items()} if normalizers else None)
-    return modelfile.write(path, "multicue", model.config, state, meta, overwrite)
+    return modelfile.write(path, "multicue", model.config, state, meta, overwrite, tags)
 
 
 def load(path: str | Path, device=None) -> adl.ADLModel:
